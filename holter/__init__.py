@@ -1,0 +1,127 @@
+"""holter: a Holter monitor for Python programs.
+
+Record metrics cheaply on the hot path; a collector thread flushes them into one
+local SQLite file that the CLI, dashboards and reports read::
+
+    import holter
+    mon = holter.start(app="mycli")
+    mon.counter("http.requests").inc(method="GET", status=200)
+    with mon.timer("db.query", table="users"):
+        ...
+
+``import holter`` is cheap: the monitor, the store and every optional library are
+imported only when used.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import TYPE_CHECKING, Any
+
+from holter.errors import (
+    ConfigError,
+    HolterError,
+    InvalidValue,
+    QueryError,
+    SchemaError,
+    StoreError,
+)
+
+if TYPE_CHECKING:
+    from holter.monitor import Monitor
+
+__version__ = "0.1.0"
+
+_default: Monitor | None = None
+_lock = threading.Lock()
+
+
+def start(
+    app: str | None = None,
+    *,
+    db: str | os.PathLike[str] | None = None,
+    flush_interval: float | str | None = None,
+    strict: bool | None = None,
+    version: str | None = None,
+    max_series: int | None = None,
+    exit_timeout: float | str | None = None,
+) -> Monitor:
+    """Start the default monitor and return it.
+
+    ``db`` defaults to ``$HOLTER_DB`` or ``./holter.db``; ``flush_interval`` to 10 s;
+    ``strict`` (raise on bad values instead of dropping them) to ``$HOLTER_STRICT``.
+    Calling ``start`` again with the same settings returns the running monitor.
+    """
+    global _default
+    from holter.config import Config  # noqa: PLC0415 - keep `import holter` light
+    from holter.monitor import Monitor, install_exit_hooks  # noqa: PLC0415
+
+    config = Config.resolve(
+        app=app,
+        db=db,
+        version=version,
+        flush_interval=flush_interval,
+        strict=strict,
+        max_series=max_series,
+        exit_timeout=exit_timeout,
+    )
+    with _lock:
+        if _default is not None and not _default._stopped:
+            if _default.config == config:
+                return _default
+            raise ConfigError(
+                f"holter is already started with {_default!r}; call holter.stop() before "
+                "starting it again with other settings"
+            )
+        install_exit_hooks()
+        _default = Monitor(config)
+        return _default
+
+
+def get_monitor() -> Monitor | None:
+    """The monitor started by :func:`start`, or None."""
+    return _default
+
+
+def stop() -> None:
+    """Flush and stop the default monitor (also done automatically at exit)."""
+    global _default
+    with _lock:
+        monitor, _default = _default, None
+    if monitor is not None:
+        monitor.stop()
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Monitor":
+        from holter.monitor import Monitor  # noqa: PLC0415
+
+        return Monitor
+    if name == "Config":
+        from holter.config import Config  # noqa: PLC0415
+
+        return Config
+    if name == "WindowStats":
+        from holter.model import WindowStats  # noqa: PLC0415
+
+        return WindowStats
+    if name == "testing":
+        import holter.testing  # noqa: PLC0415
+
+        return holter.testing
+    raise AttributeError(f"module 'holter' has no attribute {name!r}")
+
+
+__all__ = [
+    "ConfigError",
+    "HolterError",
+    "InvalidValue",
+    "QueryError",
+    "SchemaError",
+    "StoreError",
+    "__version__",
+    "get_monitor",
+    "start",
+    "stop",
+]

@@ -1,0 +1,1 @@
+"""The `holter` command line: a thin skin over the library (layer 7)."""

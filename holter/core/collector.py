@@ -1,0 +1,237 @@
+"""The collector: a daemon thread that turns cells into points and hands them to a sink.
+
+Every ``interval_s`` it snapshots every series (counter deltas, gauge last/min/max,
+histogram statistics and sketch) into one :class:`holter.model.Batch` and calls
+``sink.write(batch)``. It knows nothing of SQLite: the sink is any object with a
+``write`` method (the monitor wires in the store).
+
+A sink that fails (store busy, disk full, read-only) costs the program nothing:
+the batch waits in a bounded backlog and is written, oldest first, at the next
+flush. Past ``max_pending_points`` the oldest batches are dropped and counted in
+``holter.dropped{reason="store_error"}``.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from holter import _clock
+from holter.core._cells import CounterCell, GaugeCell, HistogramCell, load_numpy
+from holter.core.instruments import Gauge, Histogram, Instrument
+from holter.core.registry import Registry
+from holter.model import Batch, Point, SeriesKey
+
+logger = logging.getLogger("holter")
+
+
+class Sink(Protocol):
+    """Where batches go. ``write`` raises on failure; the batch is then kept and retried."""
+
+    def write(self, batch: Batch) -> None:
+        """Persist one batch."""
+
+
+class Collector:
+    """Periodic, bounded, fork-aware flusher of a registry into a sink."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        sink: Sink,
+        interval_s: float,
+        *,
+        max_pending_points: int = 200_000,
+        after_flush: Callable[[], None] | None = None,
+    ) -> None:
+        self.registry = registry
+        self.sink = sink
+        self.interval_s = interval_s
+        self.max_pending_points = max_pending_points
+        self.after_flush = after_flush
+        self._pending: collections.deque[Batch] = collections.deque()
+        self._pending_points = 0
+        self._keys: dict[Any, SeriesKey] = {}
+        self._flush_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._last_ns = _clock.time_ns()
+        self._warned_slow = False
+        self._flush_seconds = registry.define(
+            Histogram, "holter.flush_seconds", "s", "Time the collector took per flush."
+        )
+        self.last_error: str | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the flush thread (idempotent)."""
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="holter-collector", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        stop = self._stop
+        while not stop.wait(self.interval_s):
+            try:
+                self.flush()
+            except Exception:  # pragma: no cover - flush never raises; belt and braces
+                logger.exception("holter collector: unexpected error")
+
+    def shutdown(self, timeout_s: float = 0.5) -> bool:
+        """Stop the thread and do a final flush within ``timeout_s``; True if all was written."""
+        deadline = _clock.monotonic_ns() + int(timeout_s * 1e9)
+        self._stop.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(max(timeout_s / 2, 0))
+        remaining = max((deadline - _clock.monotonic_ns()) / 1e9, 0.0)
+        return self.flush(timeout_s=remaining)
+
+    def after_fork_child(self) -> None:
+        """In a forked child: fresh locks and thread, no inherited backlog."""
+        self._flush_lock = threading.Lock()
+        self._pending.clear()
+        self._pending_points = 0
+        self._thread = None
+        self._stop = threading.Event()
+        self._last_ns = _clock.time_ns()
+
+    # -- flushing ----------------------------------------------------------------------
+
+    def flush(self, timeout_s: float | None = None) -> bool:
+        """Collect now and write everything pending; True if nothing is left pending."""
+        if timeout_s is None:
+            self._flush_lock.acquire()
+        elif not self._flush_lock.acquire(timeout=max(timeout_s, 0.001)):
+            return False
+        try:
+            started = _clock.monotonic_ns()
+            batch = self.collect()
+            if batch.points or not self._pending:
+                self._pending.append(batch)
+                self._pending_points += len(batch.points)
+            else:  # nothing new: the waiting batch now also covers this interval
+                self._pending[-1].t_end_ns = batch.t_end_ns
+            ok = self._write_pending(timeout_s)
+            self._trim()
+            elapsed = (_clock.monotonic_ns() - started) / 1e9
+        finally:
+            self._flush_lock.release()
+        self._flush_seconds.observe(elapsed)
+        if elapsed > self.interval_s and not self._warned_slow:
+            self._warned_slow = True
+            logger.warning(
+                "holter flush took %.2f s, longer than the %.2f s flush interval; raise "
+                "flush_interval (HOLTER_FLUSH_INTERVAL) or record fewer series",
+                elapsed,
+                self.interval_s,
+            )
+        if ok and self.after_flush is not None:
+            try:
+                self.after_flush()
+            except Exception as exc:
+                logger.debug("holter after-flush hook failed: %r", exc)
+        return ok
+
+    def _write_pending(self, timeout_s: float | None) -> bool:
+        set_timeout = getattr(self.sink, "set_timeout", None)
+        if timeout_s is not None and set_timeout is not None:
+            set_timeout(timeout_s)
+        try:
+            while self._pending:
+                batch = self._pending[0]
+                try:
+                    self.sink.write(batch)
+                except Exception as exc:
+                    text = str(exc)
+                    if text != self.last_error:
+                        logger.warning(
+                            "holter could not write to its store (%s); keeping %d points in "
+                            "memory and retrying at the next flush",
+                            text,
+                            self._pending_points,
+                        )
+                    self.last_error = text
+                    return False
+                self._pending.popleft()
+                self._pending_points -= len(batch.points)
+            if self.last_error is not None:
+                logger.warning("holter store writable again; backlog written")
+                self.last_error = None
+            return True
+        finally:
+            if timeout_s is not None and set_timeout is not None:
+                set_timeout(None)
+
+    def _trim(self) -> None:
+        while self._pending_points > self.max_pending_points and len(self._pending) > 1:
+            dropped = self._pending.popleft()
+            self._pending_points -= len(dropped.points)
+            self.registry.count_drop("store_error", len(dropped.points), "a batch of points")
+
+    @property
+    def pending_points(self) -> int:
+        """Points waiting for the sink."""
+        return self._pending_points
+
+    def collect(self) -> Batch:
+        """Snapshot every series into a batch covering the time since the last collect."""
+        t_end = _clock.time_ns()
+        t_start = self._last_ns
+        self._last_ns = t_end
+        batch = Batch(t_start, t_end)
+        points = batch.points
+        keys = self._keys
+        numpy_checked = False
+        for instrument in self.registry.snapshot():
+            if isinstance(instrument, Gauge) and instrument.callbacks:
+                instrument.sample_callbacks()
+            for cell in instrument.series():
+                if not numpy_checked and isinstance(cell, HistogramCell) and cell.pending() >= 512:
+                    load_numpy()
+                    numpy_checked = True
+                point = _point(cell, t_start, t_end)
+                if point is None:
+                    continue
+                key = keys.get(cell)
+                if key is None:
+                    key = keys[cell] = _series_key(instrument, cell)
+                point.key = key
+                points.append(point)
+        return batch
+
+
+_NO_KEY = SeriesKey("", "", "", ())
+
+
+def _point(cell: Any, t_start: int, t_end: int) -> Point | None:
+    if isinstance(cell, CounterCell):
+        delta = cell.collect()
+        if delta is None:
+            return None
+        return Point(_NO_KEY, t_start, t_end, total=delta)
+    if isinstance(cell, GaugeCell):
+        g = cell.collect()
+        if g is None:
+            return None
+        last, lo, hi, total, sets = g
+        return Point(_NO_KEY, t_start, t_end, count=sets, total=total, min=lo, max=hi, last=last)
+    if isinstance(cell, HistogramCell):
+        h = cell.collect()
+        if h is None:
+            return None
+        return Point(
+            _NO_KEY, t_start, t_end, count=h.count, total=h.total, min=h.min, max=h.max,
+            m2=h.m2, sketch=h.sketch.to_bytes(),
+        )
+    return None  # pragma: no cover - every cell kind is handled above
+
+
+def _series_key(instrument: Instrument, cell: Any) -> SeriesKey:
+    return SeriesKey(instrument.name, instrument.kind, instrument.unit or "", cell.tags)

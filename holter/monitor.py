@@ -1,0 +1,338 @@
+"""Monitor: wires the registry and collector to the store, one run per process.
+
+``holter.start()`` builds the default monitor; tests and libraries may build their
+own :class:`Monitor`. Everything a monitor records goes to the store at each flush,
+at :meth:`Monitor.stop` and at interpreter exit (bounded by ``exit_timeout``).
+After ``os.fork()`` the child gets a new run (linked to the parent's), a new store
+connection and a new collector thread; values recorded before the fork stay with
+the parent, which flushes them.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import logging
+import os
+import platform
+import socket
+import sys
+import threading
+import weakref
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import Any, ParamSpec, TypeVar
+
+from holter import _clock
+from holter.config import Config
+from holter.core.collector import Collector
+from holter.core.instruments import Counter, Gauge, Histogram, Instrument, Timer
+from holter.core.registry import Registry
+from holter.errors import StoreError
+from holter.model import Batch, WindowStats
+from holter.store import query as q
+from holter.store.sqlite import Store
+
+logger = logging.getLogger("holter")
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+_MAINTAIN_EVERY_NS = 300 * 1_000_000_000
+_live: weakref.WeakSet[Monitor] = weakref.WeakSet()
+_exit_state: dict[str, Any] = {"status": None, "info": None}
+
+
+class _StoreSink:
+    """The collector's sink: opens the store and creates the run lazily, then writes."""
+
+    def __init__(self, monitor: Monitor) -> None:
+        self._monitor = weakref.ref(monitor)
+
+    def write(self, batch: Batch) -> None:
+        monitor = self._monitor()
+        if monitor is None:  # pragma: no cover - collector outlived its monitor
+            return
+        store = monitor._ensure_store()
+        run_id = monitor._ensure_run(store)
+        store.write_batch(run_id, batch)
+
+    def set_timeout(self, timeout_s: float | None) -> None:
+        monitor = self._monitor()
+        store = monitor._store if monitor is not None else None
+        if store is not None:
+            with contextlib.suppress(Exception):
+                store.set_busy_timeout(store.timeout_s if timeout_s is None else timeout_s)
+
+
+class _NullSink:
+    def write(self, batch: Batch) -> None:
+        """Discard (a disabled monitor)."""
+
+
+class Monitor:
+    """Instruments of one program, flushed into one store as one run per process."""
+
+    def __init__(self, config: Config | None = None, *, start: bool = True, **settings: Any) -> None:
+        self.config = config if config is not None else Config.resolve(**settings)
+        self.registry = Registry(strict=self.config.strict, max_series=self.config.max_series)
+        self._instruments = self.registry.instruments
+        self._store: Store | None = None
+        self._store_lock = threading.RLock()
+        self.run_id: int | None = None
+        self._parent_run: int | None = None
+        self._started_ns = _clock.time_ns()
+        self._last_maintain_ns = 0
+        self._stopped = False
+        sink = _NullSink() if self.config.disabled else _StoreSink(self)
+        self.collector = Collector(
+            self.registry,
+            sink,
+            self.config.flush_interval_s,
+            max_pending_points=self.config.max_pending_points,
+            after_flush=self._after_flush,
+        )
+        if not self.config.disabled:
+            try:
+                self._ensure_store()
+            except StoreError as exc:
+                if _is_config_problem(exc):
+                    raise
+                logger.warning("holter: %s; recording in memory and retrying at each flush", exc)
+        _live.add(self)
+        if start:
+            self.collector.start()
+            atexit.register(_stop_at_exit, weakref.ref(self))
+
+    # -- instruments -------------------------------------------------------------------
+
+    def counter(self, name: str, unit: str | None = None, description: str = "") -> Counter:
+        """The counter ``name`` (created on first use)."""
+        inst = self._instruments.get(name)
+        if inst is not None and inst.kind == "counter" and (unit is None or unit == inst.unit):
+            return inst  # type: ignore[return-value]
+        return self.registry.define(Counter, name, unit, description)  # type: ignore[return-value]
+
+    def gauge(
+        self,
+        name: str,
+        unit: str | None = None,
+        description: str = "",
+        *,
+        fn: Callable[[], float] | None = None,
+        tags: Mapping[str, object] | None = None,
+    ) -> Gauge:
+        """The gauge ``name``; with ``fn``, a series sampled from ``fn()`` at each flush."""
+        inst = self._instruments.get(name)
+        if inst is None or inst.kind != "gauge" or (unit is not None and unit != inst.unit):
+            inst = self.registry.define(Gauge, name, unit, description)
+        if fn is not None:
+            inst.set_function(fn, **dict(tags or {}))  # type: ignore[attr-defined]
+        return inst  # type: ignore[return-value]
+
+    def histogram(self, name: str, unit: str | None = None, description: str = "") -> Histogram:
+        """The histogram ``name`` (created on first use)."""
+        inst = self._instruments.get(name)
+        if inst is not None and inst.kind == "histogram" and (unit is None or unit == inst.unit):
+            return inst  # type: ignore[return-value]
+        return self.registry.define(Histogram, name, unit, description)  # type: ignore[return-value]
+
+    def _timer_histogram(self, name: str, unit: str | None) -> Histogram:
+        if unit is None:
+            inst = self._instruments.get(name)
+            if inst is not None and inst.kind == "histogram":
+                return inst  # type: ignore[return-value]
+            unit = "s"
+        return self.histogram(name, unit=unit)
+
+    def timer(self, name: str, unit: str | None = None, **tags: object) -> Timer:
+        """A context manager recording the time spent inside it into histogram ``name``.
+
+        Seconds unless ``unit`` (``ms``, ``us``, ``ns``) says otherwise.
+        """
+        return self._timer_histogram(name, unit).time(**tags)
+
+    def timed(
+        self, name: str, unit: str | None = None, **tags: object
+    ) -> Callable[[Callable[P, R]], Callable[P, R]]:
+        """Decorator recording each call's duration (sync and async functions)."""
+        return self._timer_histogram(name, unit).timed(**tags)
+
+    # -- reading -----------------------------------------------------------------------
+
+    def query(
+        self,
+        name: str,
+        window: str | float | None = "5m",
+        *,
+        tags: Mapping[str, object] | None = None,
+        by: str | None = None,
+        start: datetime | str | float | None = None,
+        end: datetime | str | float | None = None,
+        this_run: bool = False,
+        flush: bool = True,
+    ) -> WindowStats | list[WindowStats]:
+        """Window statistics of ``name`` from the store (flushing first, by default).
+
+        Returns one :class:`WindowStats`, or a list of them (one per tag value) with ``by``.
+        """
+        if flush:
+            self.flush()
+        store = self._ensure_store()
+        run = self.run_id if this_run else None
+        if by is not None:
+            return q.grouped_stats(store, name, window, start=start, end=end, tags=tags, by=by,
+                                   run=run)
+        return q.stats(store, name, window, start=start, end=end, tags=tags, run=run)
+
+    @property
+    def store(self) -> Store:
+        """The open store (opened on demand)."""
+        return self._ensure_store()
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def flush(self, timeout_s: float | None = None) -> bool:
+        """Write everything recorded so far; True if the store took it all."""
+        return self.collector.flush(timeout_s)
+
+    def stop(self, exit_status: int | None = None, exit_info: str | None = None) -> bool:
+        """Final flush (bounded by ``exit_timeout``), end the run, close the store."""
+        if self._stopped:
+            return True
+        self._stopped = True
+        ok = self.collector.shutdown(self.config.exit_timeout_s)
+        store = self._store
+        if store is not None and self.run_id is not None:
+            if exit_status is None:
+                exit_status = _exit_state["status"]
+                exit_info = exit_info or _exit_state["info"]
+            try:
+                store.end_run(self.run_id, _clock.time_ns(), exit_status, exit_info)
+            except StoreError as exc:
+                logger.warning("holter could not record the end of run %s: %s", self.run_id, exc)
+                ok = False
+        if store is not None:
+            store.close()
+            self._store = None
+        return ok
+
+    def _ensure_store(self) -> Store:
+        store = self._store
+        if store is not None:
+            return store
+        with self._store_lock:
+            if self._store is None:
+                self._store = Store.open(self.config.db)
+            return self._store
+
+    def _ensure_run(self, store: Store) -> int:
+        if self.run_id is None:
+            with self._store_lock:
+                if self.run_id is None:
+                    self.run_id = store.create_run(
+                        app=self.config.app,
+                        version=self.config.version,
+                        argv=list(sys.argv),
+                        pid=os.getpid(),
+                        host=socket.gethostname(),
+                        python=platform.python_version(),
+                        started_ns=self._started_ns,
+                        parent_id=self._parent_run,
+                    )
+        return self.run_id
+
+    def _after_flush(self) -> None:
+        now = _clock.time_ns()
+        if now - self._last_maintain_ns < _MAINTAIN_EVERY_NS:
+            return
+        self._last_maintain_ns = now
+        store = self._store
+        if store is not None:
+            store.maintain(
+                now,
+                raw_retention_s=self.config.raw_retention_s,
+                minute_retention_s=self.config.minute_retention_s,
+                hour_retention_s=self.config.hour_retention_s,
+            )
+
+    def _after_fork_child(self) -> None:
+        self._store_lock = threading.RLock()
+        if self._store is not None:
+            self._store.abandon()
+            self._store = None
+        self._parent_run = self.run_id
+        self.run_id = None
+        self._started_ns = _clock.time_ns()
+        self.registry.reset_after_fork()
+        self.collector.after_fork_child()
+        if not self._stopped:
+            self.collector.start()
+
+    def __repr__(self) -> str:
+        return f"Monitor(app={self.config.app!r}, db={self.config.db!r}, run={self.run_id})"
+
+
+def _is_config_problem(exc: StoreError) -> bool:
+    text = str(exc)
+    return "not a holter store" in text or "another program" in text or "schema" in text
+
+
+def _stop_at_exit(ref: weakref.ref[Monitor]) -> None:
+    monitor = ref()
+    if monitor is not None:
+        try:
+            monitor.stop()
+        except Exception as exc:  # pragma: no cover - exit must never fail because of us
+            logger.debug("holter: stop at exit failed: %r", exc)
+
+
+def _after_fork_in_child() -> None:
+    for monitor in list(_live):
+        try:
+            monitor._after_fork_child()
+        except Exception as exc:  # pragma: no cover
+            logger.debug("holter: after-fork reset failed: %r", exc)
+
+
+def _excepthook(exc_type: type[BaseException], exc: BaseException, tb: Any) -> None:
+    _exit_state["status"] = 1
+    _exit_state["info"] = f"{exc_type.__name__}: {exc}"[:500]
+    _previous_excepthook(exc_type, exc, tb)
+
+
+def _exit(status: object = None) -> None:
+    code = 0 if status is None else status if isinstance(status, int) else 1
+    _exit_state["status"] = code
+    if not isinstance(status, int | None):
+        _exit_state["info"] = str(status)[:500]
+    _previous_exit(status)
+
+
+_previous_excepthook = sys.excepthook
+_previous_exit = sys.exit
+_hooks_installed = {"done": False}
+
+
+def install_exit_hooks() -> None:
+    """Record the exit status of the program: uncaught exceptions and ``sys.exit`` codes.
+
+    ``raise SystemExit(n)`` without ``sys.exit`` cannot be seen from inside the process
+    and is recorded as a clean exit (``holter run`` records the true status).
+    """
+    global _previous_excepthook, _previous_exit
+    if _hooks_installed["done"]:
+        return
+    _hooks_installed["done"] = True
+    _exit_state["status"] = 0
+    _previous_excepthook = sys.excepthook
+    _previous_exit = sys.exit
+    sys.excepthook = _excepthook
+    sys.exit = _exit
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+__all__ = ["Instrument", "Monitor", "install_exit_hooks"]

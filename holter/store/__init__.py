@@ -1,0 +1,1 @@
+"""The SQLite store and THE query API that reads it (layer 3)."""

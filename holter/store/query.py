@@ -1,0 +1,473 @@
+"""THE read API: every dashboard, report, alert and CLI command reads the store here.
+
+Windows: ``"30s"``, ``"5m"``, ``"1h"``, ``"24h"``, ``"7d"``, combinations such as
+``"1h30m"``, or an explicit ``start``/``end``. A point belongs to a window when its
+interval *ends* inside it (``start < t_end <= end``).
+
+Rates are per second of **recorded time**: the part of the window during which
+the runs that wrote the metric were being recorded (from each run's start to its
+last flush). A CLI tool that ran for 3 s inside a 5-minute window and counted 30
+requests has a rate of 10/s, not 0.1/s; a service recorded for the whole window
+gets count / window length.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from holter import _clock
+from holter.core.registry import tag_value
+from holter.core.sketch import Sketch
+from holter.errors import QueryError
+from holter.model import QUANTILES, RunInfo, SeriesInfo, WindowStats
+from holter.store.schema import POINT_TABLES
+from holter.store.sqlite import Store
+
+NS = 1_000_000_000
+_WINDOW_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
+_UNIT_NS = {"ms": NS // 1000, "s": NS, "m": 60 * NS, "h": 3600 * NS, "d": 86400 * NS,
+            "w": 7 * 86400 * NS}
+_CHUNK = 500
+_QS = [q for _, q in QUANTILES]
+
+
+def parse_window(window: str | float | int) -> int:
+    """Return a window's length in nanoseconds: ``"5m"``, ``"1h30m"``, ``"90s"``, or seconds."""
+    if isinstance(window, bool):
+        raise QueryError(f"bad window {window!r}: use a duration such as 30s, 5m, 1h, 24h or 7d")
+    if isinstance(window, int | float):
+        if not window > 0 or math.isinf(window):
+            raise QueryError(f"bad window {window!r}: the length must be positive")
+        return int(window * NS)
+    text = str(window).strip().lower().replace(" ", "")
+    parts = _WINDOW_PART.findall(text)
+    if not text or "".join(n + u for n, u in parts) != text:
+        raise QueryError(
+            f"bad window {window!r}: use a duration such as 30s, 5m, 1h, 24h, 7d or 1h30m"
+        )
+    total = sum(int(float(n) * _UNIT_NS[u]) for n, u in parts)
+    if total <= 0:
+        raise QueryError(f"bad window {window!r}: the length must be positive")
+    return total
+
+
+def to_ns(when: datetime | str | float | int) -> int:
+    """Turn a datetime, an ISO 8601 string or epoch seconds into epoch nanoseconds."""
+    if isinstance(when, datetime):
+        return int(when.timestamp() * NS)
+    if isinstance(when, int | float) and not isinstance(when, bool):
+        return int(when * NS)
+    try:
+        return int(datetime.fromisoformat(str(when)).timestamp() * NS)
+    except ValueError:
+        raise QueryError(
+            f"bad time {when!r}: use ISO 8601 (2026-11-28T12:00:00) or epoch seconds"
+        ) from None
+
+
+def time_range(
+    window: str | float | None = None,
+    start: datetime | str | float | None = None,
+    end: datetime | str | float | None = None,
+) -> tuple[int, int]:
+    """Resolve a window and/or explicit bounds into ``(start_ns, end_ns)``."""
+    end_ns = to_ns(end) if end is not None else _clock.time_ns()
+    if start is not None:
+        start_ns = to_ns(start)
+    else:
+        start_ns = end_ns - parse_window(window if window is not None else "5m")
+    if start_ns >= end_ns:
+        raise QueryError("bad time range: start must be before end")
+    return start_ns, end_ns
+
+
+# -- runs and series ---------------------------------------------------------------------
+
+
+def runs(store: Store, *, app: str | None = None, limit: int | None = None) -> list[RunInfo]:
+    """Runs, newest first."""
+    sql = (
+        "SELECT id, app, version, argv, pid, host, python, started_ns, last_flush_ns, "
+        "ended_ns, exit_status, exit_info, parent_id FROM runs"
+    )
+    args: list[Any] = []
+    if app is not None:
+        sql += " WHERE app = ?"
+        args.append(app)
+    sql += " ORDER BY started_ns DESC, id DESC"
+    if limit is not None:
+        sql += " LIMIT ?"
+        args.append(int(limit))
+    with store.reading() as conn:
+        rows = conn.execute(sql, args).fetchall()
+    return [
+        RunInfo(
+            id=r[0], app=r[1], version=r[2], argv=json.loads(r[3]), pid=r[4], host=r[5],
+            python=r[6], started_ns=r[7], last_flush_ns=r[8], ended_ns=r[9],
+            exit_status=r[10], exit_info=r[11], parent_id=r[12],
+        )
+        for r in rows
+    ]
+
+
+def get_run(store: Store, run_id: int) -> RunInfo:
+    """One run by id; QueryError if there is none."""
+    for run in runs(store):
+        if run.id == run_id:
+            return run
+    raise QueryError(f"no run with id {run_id} in {store.path!r}; `holter runs` lists them")
+
+
+def series(
+    store: Store,
+    name: str | None = None,
+    *,
+    run: int | None = None,
+    app: str | None = None,
+) -> list[SeriesInfo]:
+    """Stored series (optionally of one metric, run or app) with point counts and times."""
+    with store.reading() as conn:
+        rows = conn.execute(
+            "SELECT id, name, kind, unit, tags FROM series"
+            + (" WHERE name = ?" if name else "")
+            + " ORDER BY name, kind, tags",
+            (name,) if name else (),
+        ).fetchall()
+        run_ids = _run_filter(conn, run, app)
+        stats: dict[int, list[Any]] = {}
+        for table in POINT_TABLES:
+            sql = (
+                f"SELECT series_id, COUNT(*), MIN(t_start_ns), MAX(t_end_ns) FROM {table}"
+            )
+            args: list[Any] = []
+            if run_ids is not None:
+                sql += f" WHERE run_id IN ({','.join('?' * len(run_ids))})"
+                args.extend(run_ids)
+            sql += " GROUP BY series_id"
+            for sid, n, first, last in conn.execute(sql, args):
+                acc = stats.setdefault(sid, [0, None, None])
+                acc[0] += n
+                acc[1] = first if acc[1] is None else min(acc[1], first)
+                acc[2] = last if acc[2] is None else max(acc[2], last)
+    out = []
+    for sid, sname, kind, unit, tags in rows:
+        acc = stats.get(sid)
+        if run_ids is not None and acc is None:
+            continue
+        n, first, last = acc or (0, None, None)
+        out.append(SeriesInfo(sid, sname, kind, unit, json.loads(tags), n, first, last))
+    return out
+
+
+def metric_names(store: Store) -> list[str]:
+    """Names of every stored metric, sorted."""
+    with store.reading() as conn:
+        return [r[0] for r in conn.execute("SELECT DISTINCT name FROM series ORDER BY name")]
+
+
+# -- window statistics -------------------------------------------------------------------
+
+
+def stats(
+    store: Store,
+    name: str,
+    window: str | float | None = "5m",
+    *,
+    start: datetime | str | float | None = None,
+    end: datetime | str | float | None = None,
+    tags: Mapping[str, object] | None = None,
+    run: int | None = None,
+    app: str | None = None,
+    kind: str | None = None,
+) -> WindowStats:
+    """Aggregates of metric ``name`` over a window, all matching series merged."""
+    groups = grouped_stats(
+        store, name, window, start=start, end=end, tags=tags, run=run, app=app, kind=kind
+    )
+    return groups[0]
+
+
+def grouped_stats(
+    store: Store,
+    name: str,
+    window: str | float | None = "5m",
+    *,
+    start: datetime | str | float | None = None,
+    end: datetime | str | float | None = None,
+    tags: Mapping[str, object] | None = None,
+    by: str | Sequence[str] | None = None,
+    run: int | None = None,
+    app: str | None = None,
+    kind: str | None = None,
+) -> list[WindowStats]:
+    """Aggregates of ``name`` over a window, one per value of the ``by`` tag(s).
+
+    Without ``by`` the list has one element. Groups are sorted by count, largest first.
+    """
+    start_ns, end_ns = time_range(window, start, end)
+    by_keys = [by] if isinstance(by, str) else list(by or [])
+    with store.reading() as conn:
+        chosen, unit, the_kind = _match_series(conn, name, tags, kind)
+        run_ids = _run_filter(conn, run, app)
+        groups: dict[tuple[str, ...], list[int]] = {}
+        for sid, stags in chosen:
+            groups.setdefault(tuple(stags.get(k, "") for k in by_keys), []).append(sid)
+        if not groups:
+            groups[tuple("" for _ in by_keys)] = []
+        results = []
+        for group_key, ids in groups.items():
+            rows = _points(conn, ids, start_ns, end_ns, run_ids)
+            covered = _covered_s(conn, ids, start_ns, end_ns, run_ids)
+            results.append(
+                aggregate(
+                    name, the_kind, unit, dict(zip(by_keys, group_key, strict=True)),
+                    start_ns, end_ns, covered, len(ids), rows,
+                )
+            )
+    results.sort(key=lambda s: (-s.count, sorted(s.group.items())))
+    return results
+
+
+def buckets(
+    store: Store,
+    name: str,
+    window: str | float | None = "1h",
+    *,
+    step: str | float | None = None,
+    points: int = 60,
+    start: datetime | str | float | None = None,
+    end: datetime | str | float | None = None,
+    tags: Mapping[str, object] | None = None,
+    run: int | None = None,
+    app: str | None = None,
+    kind: str | None = None,
+) -> list[WindowStats]:
+    """The window cut into equal steps (``step``, or ``points`` of them), one stats each.
+
+    For charts: each element covers ``(start_ns, end_ns]`` of its step; empty steps
+    have count 0 and no percentiles.
+    """
+    start_ns, end_ns = time_range(window, start, end)
+    step_ns = parse_window(step) if step is not None else max((end_ns - start_ns) // max(points, 1), 1)
+    n_steps = max(1, math.ceil((end_ns - start_ns) / step_ns))
+    start_ns = end_ns - n_steps * step_ns
+    with store.reading() as conn:
+        chosen, unit, the_kind = _match_series(conn, name, tags, kind)
+        ids = [sid for sid, _ in chosen]
+        run_ids = _run_filter(conn, run, app)
+        rows = _points(conn, ids, start_ns, end_ns, run_ids)
+        spans = _run_spans(conn, ids, start_ns, end_ns, run_ids)
+    per_step: list[list[tuple[Any, ...]]] = [[] for _ in range(n_steps)]
+    for row in rows:
+        index = min(max((row[3] - start_ns - 1) // step_ns, 0), n_steps - 1)
+        per_step[index].append(row)
+    out = []
+    for i, step_rows in enumerate(per_step):
+        s = start_ns + i * step_ns
+        e = s + step_ns
+        out.append(
+            aggregate(name, the_kind, unit, {}, s, e, _union_s(spans, s, e), len(ids), step_rows)
+        )
+    return out
+
+
+def aggregate(
+    name: str,
+    kind: str | None,
+    unit: str,
+    group: dict[str, str],
+    start_ns: int,
+    end_ns: int,
+    covered_s: float,
+    n_series: int,
+    rows: Sequence[Sequence[Any]],
+) -> WindowStats:
+    """Merge point rows ``(series_id, run_id, t_start, t_end, count, total, min, max, last,
+    m2, sketch)`` into one :class:`WindowStats`."""
+    base = {
+        "name": name, "kind": kind, "unit": unit, "group": group, "start_ns": start_ns,
+        "end_ns": end_ns, "covered_s": covered_s, "series": n_series,
+    }
+    if not rows:
+        return WindowStats(**base, count=0, rate=0.0 if kind in ("counter", "histogram") else None)
+    if kind == "counter":
+        total = math.fsum(r[5] or 0.0 for r in rows)
+        total = int(total) if float(total).is_integer() else total
+        return WindowStats(**base, count=total, sum=total, rate=_rate(total, covered_s))
+    if kind == "gauge":
+        latest = max(rows, key=lambda r: r[3])
+        sets = sum(r[4] or 0 for r in rows)
+        mean = (
+            math.fsum(r[5] or 0.0 for r in rows) / sets
+            if sets
+            else math.fsum(r[8] for r in rows) / len(rows)
+        )
+        return WindowStats(
+            **base, count=len(rows), last=latest[8], mean=mean,
+            min=min(r[6] for r in rows), max=max(r[7] for r in rows),
+        )
+    count = 0.0
+    total = 0.0
+    m2 = 0.0
+    lo = math.inf
+    hi = -math.inf
+    sketch = Sketch()
+    for r in rows:
+        n = r[4] or 0
+        if not n:
+            continue
+        s = r[5] or 0.0
+        if count:
+            delta = s / n - total / count
+            m2 += (r[9] or 0.0) + delta * delta * count * n / (count + n)
+        else:
+            m2 = r[9] or 0.0
+        count += n
+        total += s
+        lo = min(lo, r[6])
+        hi = max(hi, r[7])
+        if r[10]:
+            sketch.merge(Sketch.from_bytes(r[10]))
+    if not count:
+        return WindowStats(**base, count=0, rate=0.0)
+    qs = sketch.quantiles(_QS, lo, hi)
+    count_out = int(count)
+    return WindowStats(
+        **base,
+        count=count_out,
+        sum=total,
+        rate=_rate(count_out, covered_s),
+        min=lo,
+        max=hi,
+        mean=total / count,
+        stddev=math.sqrt(max(m2, 0.0) / count),
+        **{field: q for (field, _), q in zip(QUANTILES, qs, strict=True)},
+    )
+
+
+# -- helpers -----------------------------------------------------------------------------
+
+
+def _rate(count: float, covered_s: float) -> float | None:
+    return count / covered_s if covered_s > 0 else None
+
+
+def _match_series(
+    conn: Any, name: str, tags: Mapping[str, object] | None, kind: str | None
+) -> tuple[list[tuple[int, dict[str, str]]], str, str | None]:
+    rows = conn.execute(
+        "SELECT id, kind, unit, tags FROM series WHERE name = ?", (name,)
+    ).fetchall()
+    if not rows:
+        raise QueryError(
+            f"no metric named {name!r} in the store; `holter series` lists the recorded ones"
+        )
+    kinds = sorted({r[1] for r in rows})
+    if kind is not None:
+        rows = [r for r in rows if r[1] == kind]
+    elif len(kinds) > 1:
+        raise QueryError(
+            f"metric {name!r} was recorded as several kinds ({', '.join(kinds)}); "
+            "pass kind= to choose one"
+        )
+    wanted = {str(k): tag_value(v) for k, v in (tags or {}).items()}
+    chosen = []
+    unit = ""
+    for sid, _k, sunit, stags in rows:
+        parsed = json.loads(stags)
+        if all(parsed.get(k) == v for k, v in wanted.items()):
+            chosen.append((sid, parsed))
+            unit = unit or sunit
+    return chosen, unit, (rows[0][1] if rows else kind)
+
+
+def _run_filter(conn: Any, run: int | None, app: str | None) -> list[int] | None:
+    if run is None and app is None:
+        return None
+    sql = "SELECT id FROM runs WHERE 1=1"
+    args: list[Any] = []
+    if run is not None:
+        sql += " AND id = ?"
+        args.append(int(run))
+    if app is not None:
+        sql += " AND app = ?"
+        args.append(app)
+    ids = [r[0] for r in conn.execute(sql, args)]
+    if run is not None and not ids:
+        raise QueryError(f"no run with id {run} (app {app!r})" if app else f"no run with id {run}")
+    return ids
+
+
+def _chunks(ids: Sequence[int]) -> Iterable[Sequence[int]]:
+    for i in range(0, len(ids), _CHUNK):
+        yield ids[i : i + _CHUNK]
+
+
+def _points(
+    conn: Any, ids: Sequence[int], start_ns: int, end_ns: int, run_ids: list[int] | None
+) -> list[tuple[Any, ...]]:
+    if not ids or (run_ids is not None and not run_ids):
+        return []
+    out: list[tuple[Any, ...]] = []
+    run_sql = f" AND run_id IN ({','.join('?' * len(run_ids))})" if run_ids else ""
+    for chunk in _chunks(ids):
+        marks = ",".join("?" * len(chunk))
+        for table in POINT_TABLES:
+            out.extend(
+                conn.execute(
+                    f"SELECT series_id, run_id, t_start_ns, t_end_ns, count, total, min, max, "
+                    f"last, m2, sketch FROM {table} WHERE series_id IN ({marks}) "
+                    f"AND t_end_ns > ? AND t_end_ns <= ?{run_sql}",
+                    (*chunk, start_ns, end_ns, *(run_ids or ())),
+                ).fetchall()
+            )
+    return out
+
+
+def _run_spans(
+    conn: Any, ids: Sequence[int], start_ns: int, end_ns: int, run_ids: list[int] | None
+) -> list[tuple[int, int]]:
+    if not ids or (run_ids is not None and not run_ids):
+        return []
+    spans: dict[int, tuple[int, int]] = {}
+    run_sql = f" AND r.id IN ({','.join('?' * len(run_ids))})" if run_ids else ""
+    for chunk in _chunks(ids):
+        marks = ",".join("?" * len(chunk))
+        for rid, s, e in conn.execute(
+            f"SELECT DISTINCT r.id, r.started_ns, MAX(r.last_flush_ns, COALESCE(r.ended_ns, 0)) "
+            f"FROM runs r JOIN run_series rs ON rs.run_id = r.id "
+            f"WHERE rs.series_id IN ({marks}) AND r.started_ns < ? "
+            f"AND MAX(r.last_flush_ns, COALESCE(r.ended_ns, 0)) > ?{run_sql}",
+            (*chunk, end_ns, start_ns, *(run_ids or ())),
+        ):
+            spans[rid] = (s, e)
+    return list(spans.values())
+
+
+def _union_s(spans: Iterable[tuple[int, int]], start_ns: int, end_ns: int) -> float:
+    clipped = sorted(
+        (max(s, start_ns), min(e, end_ns)) for s, e in spans if e > start_ns and s < end_ns
+    )
+    total = 0
+    cur_s = cur_e = None
+    for s, e in clipped:
+        if cur_e is None or s > cur_e:
+            if cur_e is not None:
+                total += cur_e - cur_s  # type: ignore[operator]
+            cur_s, cur_e = s, e
+        else:
+            cur_e = max(cur_e, e)
+    if cur_e is not None:
+        total += cur_e - cur_s  # type: ignore[operator]
+    return total / NS
+
+
+def _covered_s(
+    conn: Any, ids: Sequence[int], start_ns: int, end_ns: int, run_ids: list[int] | None
+) -> float:
+    return _union_s(_run_spans(conn, ids, start_ns, end_ns, run_ids), start_ns, end_ns)

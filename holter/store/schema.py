@@ -1,0 +1,102 @@
+"""Every table, index and migration of the store, in one place.
+
+The schema version lives in ``holter_meta``. Migrations are applied in order
+inside one transaction; a store written by a newer holter is refused with both
+versions named, so an old holter never misreads or damages it.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+
+SCHEMA_VERSION = 1
+"""The schema this holter writes and reads."""
+
+APPLICATION_ID = 0x686F6C74  # "holt"
+"""Stored in SQLite's header (PRAGMA application_id) to recognise holter files."""
+
+_POINT_COLUMNS = """
+    series_id INTEGER NOT NULL,
+    run_id INTEGER NOT NULL,
+    t_start_ns INTEGER NOT NULL,
+    t_end_ns INTEGER NOT NULL,
+    count REAL,
+    total REAL,
+    min REAL,
+    max REAL,
+    last REAL,
+    m2 REAL,
+    sketch BLOB
+"""
+
+POINT_TABLES = ("points", "points_1m", "points_1h")
+"""Interval points, then 1-minute and 1-hour rollups (same columns)."""
+
+_V1 = [
+    """CREATE TABLE runs (
+        id INTEGER PRIMARY KEY,
+        app TEXT NOT NULL,
+        version TEXT,
+        argv TEXT NOT NULL,
+        pid INTEGER NOT NULL,
+        host TEXT NOT NULL,
+        python TEXT NOT NULL,
+        started_ns INTEGER NOT NULL,
+        last_flush_ns INTEGER NOT NULL,
+        ended_ns INTEGER,
+        exit_status INTEGER,
+        exit_info TEXT,
+        parent_id INTEGER REFERENCES runs(id)
+    )""",
+    "CREATE INDEX runs_app_started ON runs(app, started_ns)",
+    "CREATE INDEX runs_started ON runs(started_ns)",
+    """CREATE TABLE series (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        unit TEXT NOT NULL DEFAULT '',
+        tags TEXT NOT NULL,
+        description TEXT NOT NULL DEFAULT '',
+        UNIQUE (name, kind, unit, tags)
+    )""",
+    """CREATE TABLE run_series (
+        run_id INTEGER NOT NULL,
+        series_id INTEGER NOT NULL,
+        PRIMARY KEY (run_id, series_id)
+    ) WITHOUT ROWID""",
+    f"CREATE TABLE points ({_POINT_COLUMNS})",
+    "CREATE INDEX points_series_end ON points(series_id, t_end_ns)",
+    "CREATE INDEX points_end ON points(t_end_ns)",
+    f"CREATE TABLE points_1m ({_POINT_COLUMNS})",
+    "CREATE UNIQUE INDEX points_1m_key ON points_1m(series_id, run_id, t_start_ns)",
+    "CREATE INDEX points_1m_series_end ON points_1m(series_id, t_end_ns)",
+    "CREATE INDEX points_1m_end ON points_1m(t_end_ns)",
+    f"CREATE TABLE points_1h ({_POINT_COLUMNS})",
+    "CREATE UNIQUE INDEX points_1h_key ON points_1h(series_id, run_id, t_start_ns)",
+    "CREATE INDEX points_1h_series_end ON points_1h(series_id, t_end_ns)",
+    "CREATE INDEX points_1h_end ON points_1h(t_end_ns)",
+]
+
+Migration = list[str] | Callable[[sqlite3.Connection], None]
+
+MIGRATIONS: dict[int, Migration] = {1: _V1}
+"""Version → statements (or a function) that bring the previous version up to it."""
+
+
+def migrate(conn: sqlite3.Connection, current: int) -> None:
+    """Apply every migration above ``current``; the caller holds a write transaction."""
+    for version in sorted(MIGRATIONS):
+        if version <= current:
+            continue
+        step = MIGRATIONS[version]
+        if callable(step):
+            step(conn)
+        else:
+            for statement in step:
+                conn.execute(statement)
+        conn.execute(
+            "INSERT INTO holter_meta(key, value) VALUES ('schema_version', ?) "
+            "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            (str(version),),
+        )
