@@ -71,7 +71,7 @@ class Instrument:
                         cell = self._overflow_cell()
                         registry.overflowed(self.name)
                         return cell  # not aliased: memory stays bounded
-                    cell = registry.new_cell(self.kind, canon)
+                    cell = registry.new_cell(self.kind, canon, self.name)
                     self._series[canon] = cell
         try:
             alias = tuple(tags.items())
@@ -84,7 +84,7 @@ class Instrument:
     def _overflow_cell(self) -> Any:
         cell = self._series.get(OVERFLOW_TAGS)
         if cell is None:
-            cell = self._registry.new_cell(self.kind, OVERFLOW_TAGS)
+            cell = self._registry.new_cell(self.kind, OVERFLOW_TAGS, self.name)
             self._series[OVERFLOW_TAGS] = cell
         return cell
 

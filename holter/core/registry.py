@@ -173,13 +173,20 @@ class Registry:
             )
         return existing
 
-    def new_cell(self, kind: str, tags: Tags) -> CounterCell | GaugeCell | HistogramCell:
-        """Create the value cell of one series."""
+    def new_cell(
+        self, kind: str, tags: Tags, metric: str = ""
+    ) -> CounterCell | GaugeCell | HistogramCell:
+        """Create the value cell of one series of ``metric``."""
+        drop = self.drop
+
+        def on_bad(value: object, reason: str, count: int = 1) -> None:
+            drop(value, reason, count, metric)
+
         if kind == "counter":
-            return CounterCell(tags, self.drop)
+            return CounterCell(tags, on_bad)
         if kind == "gauge":
-            return GaugeCell(tags, self.drop)
-        return HistogramCell(tags, self.drop, strict=self.strict)
+            return GaugeCell(tags, on_bad)
+        return HistogramCell(tags, on_bad, strict=self.strict)
 
     def overflowed(self, metric: str) -> None:
         """Count a recording sent to ``metric``'s overflow series (logged once per metric)."""
@@ -195,14 +202,15 @@ class Registry:
 
     # -- drops -------------------------------------------------------------------------
 
-    def drop(self, value: object, reason: str, count: int = 1) -> None:
+    def drop(self, value: object, reason: str, count: int = 1, metric: str = "") -> None:
         """Count ``count`` dropped values; raise InvalidValue instead in strict mode."""
         if self.strict:
+            where = f" for metric {metric!r}" if metric else ""
             raise InvalidValue(
-                f"holter dropped the value {value!r} ({reason.replace('_', ' ')}); "
-                "record finite numbers (counters: not negative). Strict mode is on "
-                "(HOLTER_STRICT=1 or start(strict=True)); without it the value is dropped "
-                "and counted in holter.dropped."
+                f"bad value {value!r}{where} ({reason.replace('_', ' ')}): record finite "
+                "numbers, and never a negative amount on a counter. Strict mode raised this "
+                "(HOLTER_STRICT=1 or start(strict=True)); without it the value is dropped and "
+                "counted in holter.dropped{reason=...}."
             )
         self.count_drop(reason, count, value)
 
