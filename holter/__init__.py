@@ -19,6 +19,7 @@ import os
 import threading
 from typing import TYPE_CHECKING, Any
 
+from holter._version import __version__
 from holter.errors import (
     ConfigError,
     HolterError,
@@ -31,7 +32,6 @@ from holter.errors import (
 if TYPE_CHECKING:
     from holter.monitor import Monitor
 
-__version__ = "0.1.0"
 
 _default: Monitor | None = None
 _lock = threading.Lock()
@@ -54,8 +54,8 @@ def start(
     Calling ``start`` again with the same settings returns the running monitor.
     """
     global _default
-    from holter.config import Config  # noqa: PLC0415 - keep `import holter` light
-    from holter.monitor import Monitor, install_exit_hooks  # noqa: PLC0415
+    from holter.config import Config
+    from holter.monitor import Monitor, install_exit_hooks
 
     config = Config.resolve(
         app=app,
@@ -95,19 +95,19 @@ def stop() -> None:
 
 def __getattr__(name: str) -> Any:
     if name == "Monitor":
-        from holter.monitor import Monitor  # noqa: PLC0415
+        from holter.monitor import Monitor
 
         return Monitor
     if name == "Config":
-        from holter.config import Config  # noqa: PLC0415
+        from holter.config import Config
 
         return Config
     if name == "WindowStats":
-        from holter.model import WindowStats  # noqa: PLC0415
+        from holter.model import WindowStats
 
         return WindowStats
     if name == "testing":
-        import holter.testing  # noqa: PLC0415
+        import holter.testing
 
         return holter.testing
     raise AttributeError(f"module 'holter' has no attribute {name!r}")

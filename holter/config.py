@@ -55,7 +55,9 @@ def parse_seconds(text: str | float, what: str = "duration") -> float:
     Raises :class:`ConfigError` naming ``what`` and the bad text.
     """
     if isinstance(text, bool):
-        raise ConfigError(f"{what} must be a number of seconds or a duration like '10s', got {text!r}")
+        raise ConfigError(
+            f"{what} must be a number of seconds or a duration like '10s', got {text!r}"
+        )
     if isinstance(text, int | float):
         seconds = float(text)
     else:
@@ -124,7 +126,9 @@ class Config:
             else DEFAULT_FLUSH_INTERVAL_S
         )
         exit_t = exit_timeout if exit_timeout is not None else env.get(HOLTER_EXIT_TIMEOUT)
-        exit_s = parse_seconds(exit_t, "exit_timeout") if exit_t is not None else DEFAULT_EXIT_TIMEOUT_S
+        exit_s = (
+            parse_seconds(exit_t, "exit_timeout") if exit_t is not None else DEFAULT_EXIT_TIMEOUT_S
+        )
         cap = max_series if max_series is not None else env.get(HOLTER_MAX_SERIES)
         try:
             cap_n = int(cap) if cap is not None else DEFAULT_MAX_SERIES

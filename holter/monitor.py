@@ -73,7 +73,9 @@ class _NullSink:
 class Monitor:
     """Instruments of one program, flushed into one store as one run per process."""
 
-    def __init__(self, config: Config | None = None, *, start: bool = True, **settings: Any) -> None:
+    def __init__(
+        self, config: Config | None = None, *, start: bool = True, **settings: Any
+    ) -> None:
         self.config = config if config is not None else Config.resolve(**settings)
         self.registry = Registry(strict=self.config.strict, max_series=self.config.max_series)
         self._instruments = self.registry.instruments

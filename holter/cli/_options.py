@@ -49,7 +49,9 @@ def db_option(fn: F) -> F:
 
 def json_option(fn: F) -> F:
     """``--json``: print machine-readable JSON instead of a table."""
-    return click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")(fn)
+    return click.option(
+        "--json", "as_json", is_flag=True, help="Print JSON instead of a table."
+    )(fn)
 
 
 def holter_errors(fn: F) -> F:
@@ -138,14 +140,14 @@ def fmt_tags(tags: dict[str, str]) -> str:
 
 def console() -> Any:
     """A rich console on stdout (no colour when NO_COLOR is set or not a terminal)."""
-    from rich.console import Console  # noqa: PLC0415 - rich only loads for CLI output
+    from rich.console import Console
 
     return Console(highlight=False, soft_wrap=False, width=None if sys.stdout.isatty() else 160)
 
 
 def table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
     """Print a table with right-aligned numeric columns."""
-    from rich.table import Table  # noqa: PLC0415
+    from rich.table import Table
 
     out = console()
     if title:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from holter import __version__
+from holter._version import __version__
 from holter.cli._options import (
     db_option,
     emit_json,
@@ -41,7 +41,7 @@ def demo(duration: float, db: str | None, quiet: bool) -> None:
     small server on 127.0.0.1, sqlite queries and a queue whose depth moves, with an
     injected latency spike and a slow memory growth.
     """
-    from holter.cli.demo import run_demo  # noqa: PLC0415 - only this command needs it
+    from holter.cli.demo import run_demo
 
     run_demo(duration=duration, db=db, quiet=quiet)
 

@@ -50,7 +50,7 @@ def load_numpy() -> bool:
         return False
     _numpy_state["tried"] = True
     try:
-        import numpy  # noqa: PLC0415 - optional accelerator, imported lazily on purpose
+        import numpy
     except Exception:
         return False
     _np = numpy
@@ -161,10 +161,8 @@ class GaugeCell:
         def _apply(value: float) -> None:
             # caller holds the lock
             cell._value = value
-            if value < cell._min:
-                cell._min = value
-            if value > cell._max:
-                cell._max = value
+            cell._min = min(cell._min, value)
+            cell._max = max(cell._max, value)
             cell._sum += value
             cell._n += 1
 
@@ -266,10 +264,8 @@ class HistogramStats:
         self.m2 += m2 + delta * delta * na * nb / (na + nb)
         self.count = na + nb
         self.total += total
-        if lo < self.min:
-            self.min = lo
-        if hi > self.max:
-            self.max = hi
+        self.min = min(self.min, lo)
+        self.max = max(self.max, hi)
 
 
 class HistogramCell:

@@ -52,7 +52,8 @@ def check_name(name: object) -> str:
     if not isinstance(name, str) or not _name_ok(name):
         raise ConfigError(
             f"invalid metric name {name!r}: names must match {NAME_PATTERN} "
-            "(start with a letter; then letters, digits, '_', '.', '/' or '-'; 255 characters at most)"
+            "(start with a letter; then letters, digits, '_', '.', '/' or '-'; "
+            "255 characters at most)"
         )
     return name
 
@@ -136,7 +137,7 @@ class Registry:
         self.lock = threading.RLock()
         self._logged: set[str] = set()
         self.on_new_series: Callable[[], None] | None = None
-        from holter.core.instruments import Counter  # noqa: PLC0415 - cycle: instruments→registry
+        from holter.core.instruments import Counter
 
         self._dropped = Counter(self, "holter.dropped", None, "Recorded values dropped, by reason.")
         self._overflow = Counter(

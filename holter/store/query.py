@@ -225,8 +225,9 @@ def grouped_stats(
             covered = _covered_s(conn, ids, start_ns, end_ns, run_ids)
             results.append(
                 aggregate(
-                    name, the_kind, unit, dict(zip(by_keys, group_key, strict=True)),
-                    start_ns, end_ns, covered, len(ids), rows,
+                    rows, name=name, kind=the_kind, unit=unit,
+                    group=dict(zip(by_keys, group_key, strict=True)), start_ns=start_ns,
+                    end_ns=end_ns, covered_s=covered, n_series=len(ids),
                 )
             )
     results.sort(key=lambda s: (-s.count, sorted(s.group.items())))
@@ -253,7 +254,10 @@ def buckets(
     have count 0 and no percentiles.
     """
     start_ns, end_ns = time_range(window, start, end)
-    step_ns = parse_window(step) if step is not None else max((end_ns - start_ns) // max(points, 1), 1)
+    if step is not None:
+        step_ns = parse_window(step)
+    else:
+        step_ns = max((end_ns - start_ns) // max(points, 1), 1)
     n_steps = max(1, math.ceil((end_ns - start_ns) / step_ns))
     start_ns = end_ns - n_steps * step_ns
     with store.reading() as conn:
@@ -271,12 +275,17 @@ def buckets(
         s = start_ns + i * step_ns
         e = s + step_ns
         out.append(
-            aggregate(name, the_kind, unit, {}, s, e, _union_s(spans, s, e), len(ids), step_rows)
+            aggregate(
+                step_rows, name=name, kind=the_kind, unit=unit, group={}, start_ns=s, end_ns=e,
+                covered_s=_union_s(spans, s, e), n_series=len(ids),
+            )
         )
     return out
 
 
 def aggregate(
+    rows: Sequence[Sequence[Any]],
+    *,
     name: str,
     kind: str | None,
     unit: str,
@@ -285,10 +294,12 @@ def aggregate(
     end_ns: int,
     covered_s: float,
     n_series: int,
-    rows: Sequence[Sequence[Any]],
 ) -> WindowStats:
-    """Merge point rows ``(series_id, run_id, t_start, t_end, count, total, min, max, last,
-    m2, sketch)`` into one :class:`WindowStats`."""
+    """Merge point rows into one :class:`WindowStats`.
+
+    Rows are ``(series_id, run_id, t_start, t_end, count, total, min, max, last, m2,
+    sketch)`` as the point tables store them.
+    """
     base = {
         "name": name, "kind": kind, "unit": unit, "group": group, "start_ns": start_ns,
         "end_ns": end_ns, "covered_s": covered_s, "series": n_series,

@@ -114,9 +114,8 @@ class Store:
 
     def close(self) -> None:
         """Close the connection (pending transactions are rolled back)."""
-        with self.lock:
-            with contextlib.suppress(sqlite3.Error):
-                self.conn.close()
+        with self.lock, contextlib.suppress(sqlite3.Error):
+            self.conn.close()
 
     def abandon(self) -> None:
         """Drop the connection without touching it (after fork, in the child)."""
