@@ -93,6 +93,48 @@ def stop() -> None:
         monitor.stop()
 
 
+def inject(headers: dict[str, str] | None = None, span: Any = None) -> dict[str, str]:
+    """Add W3C ``traceparent`` (and ``tracestate``) for ``span`` or the current span.
+
+    Returns ``headers`` (a new dict when None). Without a span, nothing is added.
+    """
+    from holter.core.tracing import current_span, format_traceparent
+
+    out = headers if headers is not None else {}
+    ctx = span if span is not None else current_span()
+    if ctx is not None:
+        out["traceparent"] = format_traceparent(ctx)
+        if ctx.tracestate:
+            out["tracestate"] = ctx.tracestate
+    return out
+
+
+def extract(headers: Any) -> Any:
+    """Read W3C ``traceparent``/``tracestate`` from a mapping of headers (any case).
+
+    Returns a :class:`holter.core.tracing.SpanContext` to pass as ``context=``, or None
+    when the headers carry no valid trace context (bad headers never raise).
+    """
+    from holter.core.tracing import parse_traceparent
+
+    try:
+        items = headers.items() if hasattr(headers, "items") else headers
+        found = {str(k).lower(): v for k, v in items}
+    except Exception:
+        return None
+    parent = found.get("traceparent")
+    state = found.get("tracestate")
+    return parse_traceparent(parent if isinstance(parent, str) else None,
+                             state if isinstance(state, str) else None)
+
+
+def current_span() -> Any:
+    """The current span (or remote context), or None."""
+    from holter.core.tracing import current_span as _current_span
+
+    return _current_span()
+
+
 def __getattr__(name: str) -> Any:
     if name == "Monitor":
         from holter.monitor import Monitor
@@ -121,7 +163,10 @@ __all__ = [
     "SchemaError",
     "StoreError",
     "__version__",
+    "current_span",
+    "extract",
     "get_monitor",
+    "inject",
     "start",
     "stop",
 ]

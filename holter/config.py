@@ -41,6 +41,7 @@ DEFAULT_EXIT_TIMEOUT_S = 0.5
 DEFAULT_RAW_RETENTION_S = 24 * 3600.0
 DEFAULT_MINUTE_RETENTION_S = 7 * 24 * 3600.0
 DEFAULT_HOUR_RETENTION_S = 90 * 24 * 3600.0
+DEFAULT_SPAN_RETENTION_S = 7 * 24 * 3600.0
 DEFAULT_MAX_PENDING_POINTS = 200_000
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -98,6 +99,11 @@ class Config:
     raw_retention_s: float = DEFAULT_RAW_RETENTION_S
     minute_retention_s: float = DEFAULT_MINUTE_RETENTION_S
     hour_retention_s: float = DEFAULT_HOUR_RETENTION_S
+    span_retention_s: float = DEFAULT_SPAN_RETENTION_S
+    sample_ratio: float = 1.0
+    keep_slower_than_s: float | None = 1.0
+    span_buffer: int = 65_536
+    propagate_threads: bool = True
     max_pending_points: int = DEFAULT_MAX_PENDING_POINTS
     extra: dict[str, object] = field(default_factory=dict)
 

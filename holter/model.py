@@ -42,11 +42,21 @@ class Point:
 
 @dataclass(slots=True)
 class Batch:
-    """Everything one flush produced."""
+    """Everything one flush produced: points, and finished spans as the tracer buffers them.
+
+    A span record is ``(trace_id, span_id, parent_id, name, start_ns, duration_ns,
+    status, error_type, error_message, tags, events, remote_parent)`` with integer ids.
+    """
 
     t_start_ns: int
     t_end_ns: int
     points: list[Point] = field(default_factory=list)
+    spans: list[tuple[Any, ...]] = field(default_factory=list)
+
+    @property
+    def size(self) -> int:
+        """Points plus spans."""
+        return len(self.points) + len(self.spans)
 
 
 @dataclass(frozen=True, slots=True)

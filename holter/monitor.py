@@ -28,6 +28,13 @@ from holter.config import Config
 from holter.core.collector import Collector
 from holter.core.instruments import Counter, Gauge, Histogram, Instrument, Timer
 from holter.core.registry import Registry
+from holter.core.tracing import (
+    Span,
+    SpanContext,
+    Tracer,
+    install_thread_propagation,
+    traced_decorator,
+)
 from holter.errors import StoreError
 from holter.model import Batch, WindowStats
 from holter.store import query as q
@@ -94,6 +101,16 @@ class Monitor:
             max_pending_points=self.config.max_pending_points,
             after_flush=self._after_flush,
         )
+        self.tracer = Tracer(
+            self.registry,
+            ratio=self.config.sample_ratio,
+            keep_slower_than_s=self.config.keep_slower_than_s,
+            buffer_size=self.config.span_buffer,
+            wake=self.collector.wake,
+        )
+        self.collector.tracer = self.tracer
+        if self.config.propagate_threads:
+            install_thread_propagation()
         if not self.config.disabled:
             try:
                 self._ensure_store()
@@ -160,6 +177,24 @@ class Monitor:
         """Decorator recording each call's duration (sync and async functions)."""
         return self._timer_histogram(name, unit).timed(**tags)
 
+    # -- tracing -----------------------------------------------------------------------
+
+    def span(
+        self, name: str, /, context: Span | SpanContext | None = None, **tags: object
+    ) -> Span:
+        """A span that starts now: ``with mon.span("handle", user="u1") as span: ...``.
+
+        Its parent is ``context`` (e.g. from :func:`holter.extract`) or else the current
+        span; without either it starts a new trace. Entering it makes it current.
+        """
+        return self.tracer.start_span(name, context, tags)
+
+    def traced(
+        self, name: str | None = None, **tags: object
+    ) -> Callable[[Callable[P, R]], Callable[P, R]]:
+        """Decorator running each call of a sync or async function in a span."""
+        return traced_decorator(self.tracer, name, tags)
+
     # -- reading -----------------------------------------------------------------------
 
     def query(
@@ -203,6 +238,8 @@ class Monitor:
         if self._stopped:
             return True
         self._stopped = True
+        for record in self.tracer.open_spans():  # written as status "unfinished"
+            self.tracer._push(record)
         ok = self.collector.shutdown(self.config.exit_timeout_s)
         store = self._store
         if store is not None and self.run_id is not None:
@@ -256,6 +293,7 @@ class Monitor:
                 raw_retention_s=self.config.raw_retention_s,
                 minute_retention_s=self.config.minute_retention_s,
                 hour_retention_s=self.config.hour_retention_s,
+                span_retention_s=self.config.span_retention_s,
             )
 
     def _after_fork_child(self) -> None:
@@ -267,6 +305,7 @@ class Monitor:
         self.run_id = None
         self._started_ns = _clock.time_ns()
         self.registry.reset_after_fork()
+        self.tracer.reset_after_fork()
         self.collector.after_fork_child()
         if not self._stopped:
             self.collector.start()

@@ -23,6 +23,7 @@ from holter import _clock
 from holter.core._cells import CounterCell, GaugeCell, HistogramCell, load_numpy
 from holter.core.instruments import Gauge, Histogram, Instrument
 from holter.core.registry import Registry
+from holter.core.tracing import Tracer
 from holter.model import Batch, Point, SeriesKey
 
 logger = logging.getLogger("holter")
@@ -57,7 +58,9 @@ class Collector:
         self._keys: dict[Any, SeriesKey] = {}
         self._flush_lock = threading.Lock()
         self._stop = threading.Event()
+        self._wake = threading.Event()
         self._thread: threading.Thread | None = None
+        self.tracer: Tracer | None = None
         self._last_ns = _clock.time_ns()
         self._warned_slow = False
         self._flush_seconds = registry.define(
@@ -75,11 +78,29 @@ class Collector:
         self._thread = threading.Thread(target=self._run, name="holter-collector", daemon=True)
         self._thread.start()
 
+    def wake(self) -> None:
+        """Ask the thread to write finished spans now (the span buffer is filling)."""
+        self._wake.set()
+
     def _run(self) -> None:
         stop = self._stop
-        while not stop.wait(self.interval_s):
+        wake = self._wake
+        interval_ns = int(self.interval_s * 1e9)
+        next_flush = _clock.monotonic_ns() + interval_ns
+        while not stop.is_set():
+            timeout = (next_flush - _clock.monotonic_ns()) / 1e9
+            if timeout > 0:
+                wake.wait(timeout)
+            if stop.is_set():
+                break
             try:
-                self.flush()
+                if wake.is_set():
+                    wake.clear()
+                    self.flush_spans()
+                now = _clock.monotonic_ns()
+                if now >= next_flush:
+                    self.flush()
+                    next_flush = max(next_flush + interval_ns, now + interval_ns // 10)
             except Exception:  # pragma: no cover - flush never raises; belt and braces
                 logger.exception("holter collector: unexpected error")
 
@@ -87,6 +108,7 @@ class Collector:
         """Stop the thread and do a final flush within ``timeout_s``; True if all was written."""
         deadline = _clock.monotonic_ns() + int(timeout_s * 1e9)
         self._stop.set()
+        self._wake.set()
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(max(timeout_s / 2, 0))
@@ -100,6 +122,7 @@ class Collector:
         self._pending_points = 0
         self._thread = None
         self._stop = threading.Event()
+        self._wake = threading.Event()
         self._last_ns = _clock.time_ns()
 
     # -- flushing ----------------------------------------------------------------------
@@ -113,9 +136,9 @@ class Collector:
         try:
             started = _clock.monotonic_ns()
             batch = self.collect()
-            if batch.points or not self._pending:
+            if batch.size or not self._pending:
                 self._pending.append(batch)
-                self._pending_points += len(batch.points)
+                self._pending_points += batch.size
             else:  # nothing new: the waiting batch now also covers this interval
                 self._pending[-1].t_end_ns = batch.t_end_ns
             ok = self._write_pending(timeout_s)
@@ -160,7 +183,7 @@ class Collector:
                     self.last_error = text
                     return False
                 self._pending.popleft()
-                self._pending_points -= len(batch.points)
+                self._pending_points -= batch.size
             if self.last_error is not None:
                 logger.warning("holter store writable again; backlog written")
                 self.last_error = None
@@ -172,12 +195,25 @@ class Collector:
     def _trim(self) -> None:
         while self._pending_points > self.max_pending_points and len(self._pending) > 1:
             dropped = self._pending.popleft()
-            self._pending_points -= len(dropped.points)
-            self.registry.count_drop("store_error", len(dropped.points), "a batch of points")
+            self._pending_points -= dropped.size
+            self.registry.count_drop("store_error", dropped.size, "a batch of points and spans")
+
+    def flush_spans(self) -> bool:
+        """Write finished spans now, without closing the metrics interval."""
+        tracer = self.tracer
+        if tracer is None or not tracer.pending():
+            return True
+        with self._flush_lock:
+            batch = Batch(self._last_ns, self._last_ns, [], tracer.drain())
+            self._pending.append(batch)
+            self._pending_points += batch.size
+            ok = self._write_pending(None)
+            self._trim()
+        return ok
 
     @property
     def pending_points(self) -> int:
-        """Points waiting for the sink."""
+        """Points (and spans) waiting for the sink."""
         return self._pending_points
 
     def collect(self) -> Batch:
@@ -204,6 +240,8 @@ class Collector:
                     key = keys[cell] = _series_key(instrument, cell)
                 point.key = key
                 points.append(point)
+        if self.tracer is not None:
+            batch.spans = self.tracer.drain()
         return batch
 
 

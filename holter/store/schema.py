@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 """The schema this holter writes and reads."""
 
 APPLICATION_ID = 0x686F6C74  # "holt"
@@ -78,9 +78,46 @@ _V1 = [
     "CREATE INDEX points_1h_end ON points_1h(t_end_ns)",
 ]
 
+_V2 = [
+    """CREATE TABLE spans (
+        trace_id TEXT NOT NULL,
+        span_id TEXT NOT NULL,
+        parent_id TEXT,
+        run_id INTEGER NOT NULL,
+        name TEXT NOT NULL,
+        start_ns INTEGER NOT NULL,
+        duration_ns INTEGER NOT NULL,
+        status TEXT NOT NULL,
+        error_type TEXT,
+        error_message TEXT,
+        tags TEXT,
+        events TEXT,
+        remote_parent INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (trace_id, span_id)
+    )""",
+    "CREATE INDEX spans_name_start ON spans(name, start_ns)",
+    "CREATE INDEX spans_start ON spans(start_ns)",
+    """CREATE TABLE traces (
+        trace_id TEXT PRIMARY KEY,
+        root_name TEXT,
+        root_span_id TEXT,
+        has_root INTEGER NOT NULL DEFAULT 0,
+        start_ns INTEGER NOT NULL,
+        end_ns INTEGER NOT NULL,
+        duration_ns INTEGER NOT NULL,
+        spans INTEGER NOT NULL,
+        errors INTEGER NOT NULL,
+        unfinished INTEGER NOT NULL DEFAULT 0
+    )""",
+    "CREATE INDEX traces_start ON traces(start_ns)",
+    "CREATE INDEX traces_duration ON traces(duration_ns)",
+    "CREATE INDEX traces_root_start ON traces(root_name, start_ns)",
+    "CREATE INDEX traces_errors_start ON traces(start_ns) WHERE errors > 0",
+]
+
 Migration = list[str] | Callable[[sqlite3.Connection], None]
 
-MIGRATIONS: dict[int, Migration] = {1: _V1}
+MIGRATIONS: dict[int, Migration] = {1: _V1, 2: _V2}
 """Version → statements (or a function) that bring the previous version up to it."""
 
 

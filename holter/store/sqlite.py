@@ -24,6 +24,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from holter.core.sketch import Sketch, merge_bytes
+from holter.core.tracing import MAX_TAG_LEN, clean_tag
 from holter.errors import SchemaError, StoreError
 from holter.model import Batch, SeriesKey
 from holter.store import schema
@@ -248,6 +249,8 @@ class Store:
                         "total, min, max, last, m2, sketch) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                         rows,
                     )
+                if batch.spans:
+                    _write_spans(conn, run_id, batch.spans)
                 conn.execute(
                     "UPDATE runs SET last_flush_ns = MAX(last_flush_ns, ?) WHERE id = ?",
                     (batch.t_end_ns, run_id),
@@ -266,8 +269,9 @@ class Store:
         raw_retention_s: float,
         minute_retention_s: float,
         hour_retention_s: float,
+        span_retention_s: float | None = None,
     ) -> int:
-        """Roll up and expire old points; return how many rows were moved or deleted."""
+        """Roll up and expire old points (and spans); return how many rows were touched."""
         moved = 0
         raw_cut = _floor(now_ns - int(raw_retention_s * 1e9), MINUTE_NS)
         minute_cut = _floor(now_ns - int(minute_retention_s * 1e9), HOUR_NS)
@@ -279,6 +283,14 @@ class Store:
                 moved += conn.execute(
                     "DELETE FROM points_1h WHERE t_end_ns <= ?", (hour_cut,)
                 ).rowcount
+                if span_retention_s is not None:
+                    span_cut = now_ns - int(span_retention_s * 1e9)
+                    moved += conn.execute(
+                        "DELETE FROM spans WHERE start_ns < ?", (span_cut,)
+                    ).rowcount
+                    moved += conn.execute(
+                        "DELETE FROM traces WHERE end_ns < ?", (span_cut,)
+                    ).rowcount
         except sqlite3.Error as exc:
             raise _busy_or_error(exc, self.path) from None
         return moved
@@ -369,6 +381,83 @@ def merge_rows(kind: str, rows: Sequence[Sequence[Any]]) -> tuple[Any, ...]:
         hi = max(hi, r[8])
     sketch: Sketch = merge_bytes(r[11] for r in ordered)
     return (count, total, lo, hi, None, m2, sketch.to_bytes())
+
+
+def _json_or_none(value: Any) -> str | None:
+    if not value:
+        return None
+    try:
+        return json.dumps(value, separators=(",", ":"), default=repr)
+    except (TypeError, ValueError):
+        return json.dumps(repr(value))
+
+
+def _clean_tags(tags: dict[str, Any]) -> dict[str, Any]:
+    return {str(k)[:MAX_TAG_LEN]: clean_tag(v) for k, v in tags.items()}
+
+
+def _clean_events(events: list[tuple[int, str, dict[str, Any]]]) -> list[dict[str, Any]]:
+    return [
+        {"t_ns": t, "message": clean_tag(str(message)), **({"fields": _clean_tags(fields)}
+                                                           if fields else {})}
+        for t, message, fields in events
+    ]
+
+
+def _write_spans(conn: sqlite3.Connection, run_id: int, records: Sequence[Any]) -> None:
+    """Insert span records and fold them into the per-trace summary rows."""
+    rows = []
+    traces: dict[str, list[Any]] = {}
+    for (trace, span, parent, name, start, duration, status, etype, emsg, tags, events,
+         remote) in records:
+        trace_hex = f"{trace:032x}"
+        span_hex = f"{span:016x}"
+        parent_hex = f"{parent:016x}" if parent is not None else None
+        rows.append((
+            trace_hex, span_hex, parent_hex, run_id, name, start, duration, status, etype,
+            clean_tag(emsg) if emsg else emsg,
+            _json_or_none(_clean_tags(tags)) if tags else None,
+            _json_or_none(_clean_events(events)) if events else None,
+            1 if remote else 0,
+        ))
+        end = start + duration
+        summary = traces.get(trace_hex)
+        is_root = parent is None
+        if summary is None:
+            summary = traces[trace_hex] = [None, None, 0, start, end, 0, 0, 0]
+        if is_root or (summary[2] == 0 and (summary[0] is None or remote)):
+            summary[0] = name
+            summary[1] = span_hex
+            summary[2] = 1 if is_root else 0
+        summary[3] = min(summary[3], start)
+        summary[4] = max(summary[4], end)
+        summary[5] += 1
+        summary[6] += status == "error"
+        summary[7] += status == "unfinished"
+    conn.executemany(
+        "INSERT OR REPLACE INTO spans(trace_id, span_id, parent_id, run_id, name, start_ns, "
+        "duration_ns, status, error_type, error_message, tags, events, remote_parent) "
+        "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        rows,
+    )
+    conn.executemany(
+        "INSERT INTO traces(trace_id, root_name, root_span_id, has_root, start_ns, end_ns, "
+        "duration_ns, spans, errors, unfinished) VALUES (?,?,?,?,?,?,?,?,?,?) "
+        "ON CONFLICT(trace_id) DO UPDATE SET "
+        "root_name = CASE WHEN excluded.has_root OR (NOT traces.has_root AND "
+        "traces.root_name IS NULL) THEN excluded.root_name ELSE traces.root_name END, "
+        "root_span_id = CASE WHEN excluded.has_root OR (NOT traces.has_root AND "
+        "traces.root_span_id IS NULL) THEN excluded.root_span_id ELSE traces.root_span_id END, "
+        "has_root = MAX(traces.has_root, excluded.has_root), "
+        "start_ns = MIN(traces.start_ns, excluded.start_ns), "
+        "end_ns = MAX(traces.end_ns, excluded.end_ns), "
+        "duration_ns = MAX(traces.end_ns, excluded.end_ns) "
+        "- MIN(traces.start_ns, excluded.start_ns), "
+        "spans = traces.spans + excluded.spans, errors = traces.errors + excluded.errors, "
+        "unfinished = traces.unfinished + excluded.unfinished",
+        [(t, s[0], s[1], s[2], s[3], s[4], s[4] - s[3], s[5], s[6], s[7])
+         for t, s in traces.items()],
+    )
 
 
 def _check_file(path: str, create: bool) -> None:

@@ -1,0 +1,1 @@
+"""Analysis over query results: critical paths, anomalies, patterns (layer 4)."""
