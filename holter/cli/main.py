@@ -148,6 +148,16 @@ def runs_cmd(app: str | None, limit: int, db: str, as_json: bool) -> None:
           ["id", "app", "argv", "pid", "host", "start", "end", "exit"], rows)
 
 
+def _register() -> None:
+    from holter.cli.traces import ops_cmd, trace_cmd, traces_cmd
+
+    for command in (traces_cmd, trace_cmd, ops_cmd):
+        cli.add_command(command)
+
+
+_register()
+
+
 def main() -> None:
     """Entry point of the ``holter`` console script."""
     cli(prog_name="holter")

@@ -482,3 +482,177 @@ def _covered_s(
     conn: Any, ids: Sequence[int], start_ns: int, end_ns: int, run_ids: list[int] | None
 ) -> float:
     return _union_s(_run_spans(conn, ids, start_ns, end_ns, run_ids), start_ns, end_ns)
+
+
+# -- traces ------------------------------------------------------------------------------
+
+_GLOB_CHARS = set("*?[")
+
+
+def traces(
+    store: Store,
+    window: str | float | None = "1h",
+    *,
+    start: datetime | str | float | None = None,
+    end: datetime | str | float | None = None,
+    slowest: bool = False,
+    errors: bool = False,
+    name: str | None = None,
+    run: int | None = None,
+    app: str | None = None,
+    limit: int = 20,
+) -> list[dict[str, Any]]:
+    """Traces that started in the window, newest first (or slowest first).
+
+    ``name`` matches the root span's name: a glob (``db.*``) or, without wildcards,
+    any name containing it. Each trace: id, root name, start, duration, span count,
+    errors, unfinished spans, and whether its root span was seen.
+    """
+    start_ns, end_ns = time_range(window, start, end)
+    sql = (
+        "SELECT trace_id, root_name, root_span_id, has_root, start_ns, end_ns, duration_ns, "
+        "spans, errors, unfinished FROM traces WHERE start_ns > ? AND start_ns <= ?"
+    )
+    args: list[Any] = [start_ns, end_ns]
+    if errors:
+        sql += " AND errors > 0"
+    if name:
+        if _GLOB_CHARS & set(name):
+            sql += " AND root_name GLOB ?"
+            args.append(name)
+        else:
+            sql += " AND instr(root_name, ?) > 0"
+            args.append(name)
+    with store.reading() as conn:
+        run_ids = _run_filter(conn, run, app)
+        if run_ids is not None:
+            if not run_ids:
+                return []
+            sql += (
+                " AND trace_id IN (SELECT DISTINCT trace_id FROM spans WHERE run_id IN "
+                f"({','.join('?' * len(run_ids))}) AND start_ns > ? AND start_ns <= ?)"
+            )
+            args.extend([*run_ids, start_ns - 86400 * NS, end_ns + 86400 * NS])
+        sql += " ORDER BY duration_ns DESC" if slowest else " ORDER BY start_ns DESC"
+        sql += " LIMIT ?"
+        args.append(int(limit))
+        rows = conn.execute(sql, args).fetchall()
+    return [
+        {
+            "trace_id": r[0], "root_name": r[1], "root_span_id": r[2], "has_root": bool(r[3]),
+            "start_ns": r[4], "end_ns": r[5], "duration_ns": r[6], "spans": r[7],
+            "errors": r[8], "unfinished": r[9],
+        }
+        for r in rows
+    ]
+
+
+def trace_summary(
+    store: Store,
+    window: str | float | None = "1h",
+    *,
+    start: datetime | str | float | None = None,
+    end: datetime | str | float | None = None,
+) -> dict[str, Any]:
+    """Counts over the traces that started in the window.
+
+    ``completed``: traces whose root span ended; ``active``: traces seen without their
+    root yet (still running, or their root is in a process that has not flushed).
+    """
+    start_ns, end_ns = time_range(window, start, end)
+    with store.reading() as conn:
+        row = conn.execute(
+            "SELECT COUNT(*), SUM(has_root), AVG(CASE WHEN has_root THEN duration_ns END), "
+            "AVG(spans), SUM(errors > 0), SUM(unfinished > 0) FROM traces "
+            "WHERE start_ns > ? AND start_ns <= ?",
+            (start_ns, end_ns),
+        ).fetchone()
+    total = row[0] or 0
+    completed = row[1] or 0
+    return {
+        "start_ns": start_ns,
+        "end_ns": end_ns,
+        "traces": total,
+        "completed": completed,
+        "active": total - completed,
+        "mean_duration_ns": row[2],
+        "mean_spans": row[3],
+        "with_errors": row[4] or 0,
+        "with_unfinished": row[5] or 0,
+    }
+
+
+def trace(store: Store, trace_id: str) -> list[dict[str, Any]]:
+    """Every stored span of a trace (an id, or a unique prefix of 8+ hex digits).
+
+    Raises QueryError when no trace matches, or the prefix is ambiguous.
+    """
+    wanted = str(trace_id).strip().lower()
+    if not wanted or not set(wanted) <= set("0123456789abcdef") or len(wanted) > 32:
+        raise QueryError(
+            f"bad trace id {trace_id!r}: a trace id is 32 hex digits (or a prefix of 8 or more)"
+        )
+    with store.reading() as conn:
+        if len(wanted) < 32:
+            if len(wanted) < 8:
+                raise QueryError(f"trace id prefix {trace_id!r} is too short: give 8+ digits")
+            ids = [r[0] for r in conn.execute(
+                "SELECT trace_id FROM traces WHERE trace_id >= ? AND trace_id < ? LIMIT 2",
+                (wanted, wanted + "g"),
+            )]
+            if len(ids) > 1:
+                raise QueryError(f"trace id prefix {trace_id!r} matches several traces")
+            wanted = ids[0] if ids else wanted
+        rows = conn.execute(
+            "SELECT trace_id, span_id, parent_id, run_id, name, start_ns, duration_ns, status, "
+            "error_type, error_message, tags, events, remote_parent FROM spans "
+            "WHERE trace_id = ? ORDER BY start_ns, span_id",
+            (wanted,),
+        ).fetchall()
+    if not rows:
+        raise QueryError(
+            f"no trace {trace_id!r} in {store.path!r}; `holter traces` lists recorded traces"
+        )
+    return [
+        {
+            "trace_id": r[0], "span_id": r[1], "parent_id": r[2], "run_id": r[3], "name": r[4],
+            "start_ns": r[5], "duration_ns": r[6], "status": r[7], "error_type": r[8],
+            "error_message": r[9], "tags": json.loads(r[10]) if r[10] else {},
+            "events": json.loads(r[11]) if r[11] else [], "remote_parent": bool(r[12]),
+        }
+        for r in rows
+    ]
+
+
+def span_rows(
+    store: Store,
+    start_ns: int,
+    end_ns: int,
+    *,
+    run_ids: Sequence[int] | None = None,
+    limit: int = 500_000,
+) -> list[dict[str, Any]]:
+    """Spans (ids, parent, name, times, status) that started in ``(start_ns, end_ns]``."""
+    sql = (
+        "SELECT trace_id, span_id, parent_id, name, start_ns, duration_ns, status FROM spans "
+        "WHERE start_ns > ? AND start_ns <= ?"
+    )
+    args: list[Any] = [start_ns, end_ns]
+    if run_ids is not None:
+        sql += f" AND run_id IN ({','.join('?' * len(run_ids))})"
+        args.extend(run_ids)
+    sql += " LIMIT ?"
+    args.append(limit)
+    with store.reading() as conn:
+        rows = conn.execute(sql, args).fetchall()
+    return [
+        {"trace_id": r[0], "span_id": r[1], "parent_id": r[2], "name": r[3], "start_ns": r[4],
+         "duration_ns": r[5], "status": r[6]}
+        for r in rows
+    ]
+
+
+def run_ids(store: Store, run: int | None = None, app: str | None = None) -> list[int] | None:
+    """Ids of the runs matching ``run``/``app`` (None when neither filter is given)."""
+    with store.reading() as conn:
+        return _run_filter(conn, run, app)
