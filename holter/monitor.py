@@ -32,6 +32,7 @@ from holter.core.tracing import (
     Span,
     SpanContext,
     Tracer,
+    _current,
     install_thread_propagation,
     traced_decorator,
 )
@@ -187,7 +188,7 @@ class Monitor:
         Its parent is ``context`` (e.g. from :func:`holter.extract`) or else the current
         span; without either it starts a new trace. Entering it makes it current.
         """
-        return self.tracer.start_span(name, context, tags)
+        return Span(self.tracer, name, context if context is not None else _current.get(), tags)
 
     def traced(
         self, name: str | None = None, **tags: object
@@ -238,8 +239,7 @@ class Monitor:
         if self._stopped:
             return True
         self._stopped = True
-        for record in self.tracer.open_spans():  # written as status "unfinished"
-            self.tracer._push(record)
+        self.collector.extra_spans = self.tracer.open_spans()  # written as "unfinished"
         ok = self.collector.shutdown(self.config.exit_timeout_s)
         store = self._store
         if store is not None and self.run_id is not None:

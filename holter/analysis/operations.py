@@ -2,7 +2,8 @@
 
 Counts, rates and percentiles come from the ``span.duration{name=...}`` histogram,
 which every span feeds whether or not it was sampled, so they are exact. Error
-counts and self times come from the stored spans (errored traces are always kept).
+counts and self times come from the stored spans of the newest :data:`MAX_TRACES`
+traces in the window (errored traces are always stored, whatever the sampling).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from holter.store import query as q
 from holter.store.sqlite import Store
 
 SPAN_DURATION = "span.duration"
+MAX_TRACES = 5000
+"""Self times and error counts are computed over at most this many newest traces."""
 
 
 def operations(
@@ -36,7 +39,8 @@ def operations(
         if "no metric named" in str(exc):
             return []
         raise
-    spans = q.span_rows(store, start_ns, end_ns, run_ids=q.run_ids(store, run, app))
+    spans = q.trace_spans(store, start_ns, end_ns, run_ids=q.run_ids(store, run, app),
+                          max_traces=MAX_TRACES)
     by_trace: dict[str, list[dict[str, Any]]] = {}
     for s in spans:
         by_trace.setdefault(s["trace_id"], []).append(s)

@@ -61,6 +61,7 @@ class Collector:
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self.tracer: Tracer | None = None
+        self.extra_spans: list[tuple[Any, ...]] = []
         self._last_ns = _clock.time_ns()
         self._warned_slow = False
         self._flush_seconds = registry.define(
@@ -242,6 +243,9 @@ class Collector:
                 points.append(point)
         if self.tracer is not None:
             batch.spans = self.tracer.drain()
+        if self.extra_spans:
+            batch.spans.extend(self.extra_spans)
+            self.extra_spans = []
         return batch
 
 

@@ -98,8 +98,10 @@ def clean_tag(value: object) -> str | int | float | bool:
     cls = value.__class__
     if cls is str:
         text: str = value  # type: ignore[assignment]
-    elif cls is bool or cls is int or cls is float:
+    elif cls is bool or cls is int:
         return value  # type: ignore[return-value]
+    elif cls is float:
+        return value if value - value == 0.0 else repr(value)  # type: ignore[return-value,operator]
     else:
         try:
             text = repr(value)
@@ -113,25 +115,27 @@ def clean_tag(value: object) -> str | int | float | bool:
 class Span:
     """One timed operation. Use as a context manager, or call :meth:`end` yourself."""
 
+    # Rarely-set fields live in the instance __dict__ (created only when set) and
+    # default to the class attributes below: creating a span assigns 8 slots.
     __slots__ = (
-        "_ended",
+        "__dict__",
         "_t0",
         "_token",
         "_tracer",
         "duration_ns",
-        "error",
-        "events",
         "name",
         "parent_id",
-        "remote_parent",
         "sampled",
         "span_id",
-        "start_ns",
-        "status",
         "tags",
         "trace_id",
-        "tracestate",
     )
+
+    status = STATUS_OK
+    error: tuple[str, str] | None = None
+    events: list[tuple[int, str, dict[str, Any]]] | None = None
+    remote_parent = False
+    tracestate: str | None = None
 
     def __init__(
         self,
@@ -143,28 +147,23 @@ class Span:
         self._tracer = tracer
         self.name = name
         if parent is None:
-            self.trace_id = _getrandbits(128) or 1
+            self.trace_id = tracer.trace_prefix | _getrandbits(96)
             self.parent_id: int | None = None
             self.sampled = tracer.ratio >= 1.0 or _random() < tracer.ratio
-            self.remote_parent = False
-            self.tracestate: str | None = None
         else:
             self.trace_id = parent.trace_id
             self.parent_id = parent.span_id
             self.sampled = parent.sampled
-            self.remote_parent = parent.__class__ is SpanContext and parent.remote  # type: ignore[union-attr]
-            self.tracestate = parent.tracestate
-        self.span_id = _getrandbits(64) or 1
+            if parent.tracestate is not None:
+                self.tracestate = parent.tracestate
+            if parent.__class__ is SpanContext and parent.remote:  # type: ignore[union-attr]
+                self.remote_parent = True
+        span_id = self.span_id = _getrandbits(64) or 1
         self.tags = tags
-        self.events: list[tuple[int, str, dict[str, Any]]] | None = None
-        self.status = STATUS_OK
-        self.error: tuple[str, str] | None = None
         self.duration_ns: int | None = None
         self._token: contextvars.Token[Any] | None = None
-        self._ended = False
-        self.start_ns = _time_ns()
+        tracer._open[span_id] = self
         self._t0 = _perf_ns()
-        tracer._open[self.span_id] = self
 
     # -- recording ---------------------------------------------------------------------
 
@@ -198,6 +197,11 @@ class Span:
         return self
 
     @property
+    def start_ns(self) -> int:
+        """Wall-clock start, nanoseconds since the epoch."""
+        return self._tracer.wall_ns(self._t0)
+
+    @property
     def context(self) -> SpanContext:
         """The span's identity, e.g. to pass to another thread or process."""
         return SpanContext(self.trace_id, self.span_id, self.sampled, self.tracestate, False)
@@ -215,20 +219,24 @@ class Span:
     @property
     def ended(self) -> bool:
         """True once :meth:`end` has run."""
-        return self._ended
+        return self.duration_ns is not None
 
     # -- ending ------------------------------------------------------------------------
 
     def end(self) -> None:
         """Finish the span (only the first call counts)."""
-        if self._ended:
+        if self.duration_ns is not None:
             return
-        self._ended = True
-        duration = _perf_ns() - self._t0
-        self.duration_ns = duration
+        self.duration_ns = _perf_ns() - self._t0
         tracer = self._tracer
         tracer._open.pop(self.span_id, None)
-        tracer._finish(self, duration)
+        buffer = tracer._buffer
+        if len(buffer) < tracer.buffer_size:
+            buffer.append(self)
+            if len(buffer) == tracer.wake_at:
+                tracer.wake()
+        else:
+            tracer.overflow(self)
 
     def __enter__(self) -> Span:
         self._token = _current.set(self)
@@ -253,17 +261,27 @@ class Span:
         self.__exit__(exc_type, exc, tb)
 
     def __repr__(self) -> str:
-        state = "ended" if self._ended else "open"
+        state = "ended" if self.ended else "open"
         return f"Span({self.name!r}, trace={self.trace_id_hex}, span={self.span_id_hex}, {state})"
 
 
 SpanRecord = tuple[Any, ...]
 """``(trace_id, span_id, parent_id, name, start_ns, duration_ns, status, error_type,
-error_message, tags, events, remote_parent)`` — ids as ints, as the buffer holds them."""
+error_message, tags, events, remote_parent)`` — ids as ints, as the store takes them."""
+
+MAX_HELD_TRACES = 1024
+"""Sampled-out traces held by the collector until their local root ends."""
+MAX_HELD_SPANS = 1024
+"""Spans held per sampled-out trace."""
 
 
 class Tracer:
-    """Creates spans, samples them, and buffers finished ones for the collector."""
+    """Creates spans and buffers finished ones; the collector samples and records them.
+
+    The hot path (a span ending) only appends the span to a list. In the collector,
+    :meth:`drain` feeds every duration into ``span.duration{name=...}``, applies the
+    tail rule to sampled-out traces, and turns kept spans into records.
+    """
 
     def __init__(
         self,
@@ -276,21 +294,40 @@ class Tracer:
     ) -> None:
         if not 0.0 <= ratio <= 1.0:
             raise ConfigError(f"sample ratio must be between 0 and 1, got {ratio!r}")
+        if buffer_size < 1:
+            raise ConfigError(f"span_buffer must be at least 1, got {buffer_size!r}")
         self.registry = registry
         self.ratio = ratio
         self.keep_slower_ns = (
             int(keep_slower_than_s * 1e9) if keep_slower_than_s is not None else None
         )
         self.buffer_size = buffer_size
-        self.wake = wake
-        self._buffer: list[SpanRecord] = []
+        self.wake_at = max(buffer_size // 2, 1)
+        self.wake: Callable[[], None] = wake or _nothing
+        self._buffer: list[Span] = []
         self._open: dict[int, Span] = {}
-        self._tail: dict[int, list[SpanRecord]] = {}
-        self._tail_error: set[int] = set()
+        self._held: dict[int, list[Span]] = {}
+        self._held_error: set[int] = set()
         self._duration_cells: dict[str, Any] = {}
         self._durations: Histogram = registry.define(  # type: ignore[assignment]
             Histogram, "span.duration", "s", "Duration of every span, by span name."
         )
+        self.anchor()
+
+    def anchor(self) -> None:
+        """Re-read the wall clock against the monotonic clock (the collector calls this).
+
+        Also refreshes the prefix of new trace ids: their first 32 bits are the epoch
+        second (as AWS X-Ray does), the other 96 bits random, so the store's trace id
+        index grows at its end instead of at random places.
+        """
+        self._anchor_perf = _perf_ns()
+        self._anchor_wall = wall = _time_ns()
+        self.trace_prefix = ((wall // 1_000_000_000) & 0xFFFFFFFF) << 96
+
+    def wall_ns(self, perf_ns: int) -> int:
+        """Wall-clock time of a ``perf_counter_ns`` reading."""
+        return self._anchor_wall + (perf_ns - self._anchor_perf)
 
     def start_span(
         self,
@@ -302,92 +339,95 @@ class Tracer:
         parent = context if context is not None else _current.get()
         return Span(self, name, parent, tags if tags is not None else {})
 
-    def _finish(self, span: Span, duration: int) -> None:
-        cell = self._duration_cells.get(span.name)
-        if cell is None:
-            cell = self._duration_cells[span.name] = self._durations.bind(name=span.name)
-        cell.observe(duration / 1e9)
-        error = span.error
-        record = (
-            span.trace_id, span.span_id, span.parent_id, span.name, span.start_ns, duration,
-            span.status, error[0] if error else None, error[1] if error else None, span.tags,
-            span.events, span.remote_parent,
-        )
-        if span.sampled:
-            self._push(record)
-            return
-        self._hold(span, record, duration)
+    def overflow(self, span: Span) -> None:
+        """A finished span found the buffer full: count it (its duration is lost too)."""
+        self.registry.count_drop("span_buffer_full", 1, span.name)
 
-    def _push(self, record: SpanRecord) -> None:
-        buffer = self._buffer
-        n = len(buffer)
-        if n >= self.buffer_size:
-            self.registry.count_drop("span_buffer_full", 1, record[3])
-            return
-        buffer.append(record)
-        if n == self.buffer_size // 2 and self.wake is not None:
-            self.wake()
+    # -- the collector's side ------------------------------------------------------------
 
-    def _hold(self, span: Span, record: SpanRecord, duration: int) -> None:
-        """Tail sampling: keep an unsampled trace until its local root ends."""
-        trace_id = span.trace_id
-        if span.status == STATUS_ERROR:
-            self._tail_error.add(trace_id)
-        local_root = span.parent_id is None or span.remote_parent
-        held = self._tail.get(trace_id)
-        if not local_root:
-            if held is None:
-                if len(self._tail) >= 1024:  # bounded: forget the oldest held trace
-                    oldest = next(iter(self._tail))
-                    self._tail.pop(oldest, None)
-                    self._tail_error.discard(oldest)
-                held = self._tail[trace_id] = []
-            if len(held) < 1024:
-                held.append(record)
-            return
-        held = self._tail.pop(trace_id, None) or []
-        errored = trace_id in self._tail_error
-        self._tail_error.discard(trace_id)
-        slow = self.keep_slower_ns is not None and duration >= self.keep_slower_ns
-        if errored or slow:
-            for r in held:
-                self._push(r)
-            self._push(record)
+    def pending(self) -> int:
+        """Finished spans waiting for the collector."""
+        return len(self._buffer)
 
     def drain(self) -> list[SpanRecord]:
-        """Take every finished span (the collector calls this)."""
+        """Take finished spans: feed durations, sample, and return records to store."""
         buffer = self._buffer
         n = len(buffer)
         if not n:
             return []
         taken = buffer[:n]
         del buffer[:n]
-        return taken
+        cells = self._duration_cells
+        out: list[SpanRecord] = []
+        for span in taken:
+            cell = cells.get(span.name)
+            if cell is None:
+                cell = cells[span.name] = self._durations.bind(name=span.name)
+            cell.observe(span.duration_ns / 1e9)  # type: ignore[operator]
+            if span.sampled:
+                out.append(self.record(span))
+            else:
+                self._hold(span, out)
+        self.anchor()
+        return out
+
+    def record(
+        self, span: Span, status: str | None = None, duration: int | None = None
+    ) -> SpanRecord:
+        """The stored form of a span."""
+        error = span.error
+        return (
+            span.trace_id, span.span_id, span.parent_id, span.name, self.wall_ns(span._t0),
+            span.duration_ns if duration is None else duration, status or span.status,
+            error[0] if error else None, error[1] if error else None, span.tags, span.events,
+            span.remote_parent,
+        )
+
+    def _hold(self, span: Span, out: list[SpanRecord]) -> None:
+        """Tail rule: keep a sampled-out trace until its local root ends, then decide."""
+        trace_id = span.trace_id
+        if span.status == STATUS_ERROR:
+            self._held_error.add(trace_id)
+        held = self._held
+        if not (span.parent_id is None or span.remote_parent):
+            spans = held.get(trace_id)
+            if spans is None:
+                if len(held) >= MAX_HELD_TRACES:  # bounded: forget the oldest held trace
+                    oldest = next(iter(held))
+                    del held[oldest]
+                    self._held_error.discard(oldest)
+                spans = held[trace_id] = []
+            if len(spans) < MAX_HELD_SPANS:
+                spans.append(span)
+            return
+        spans = held.pop(trace_id, None) or []
+        errored = trace_id in self._held_error
+        self._held_error.discard(trace_id)
+        slow = self.keep_slower_ns is not None and span.duration_ns >= self.keep_slower_ns  # type: ignore[operator]
+        if errored or slow:
+            out.extend(self.record(s) for s in spans)
+            out.append(self.record(span))
 
     def open_spans(self) -> list[SpanRecord]:
         """Records of spans still open, marked unfinished with their duration so far."""
         now = _perf_ns()
-        out = []
-        for span in list(self._open.values()):
-            if span._ended:
-                continue
-            out.append(
-                (span.trace_id, span.span_id, span.parent_id, span.name, span.start_ns,
-                 now - span._t0, STATUS_UNFINISHED, None, None, dict(span.tags),
-                 list(span.events or ()), span.remote_parent)
-            )
-        return out
-
-    def pending(self) -> int:
-        """Finished spans waiting for the collector."""
-        return len(self._buffer)
+        return [
+            self.record(span, STATUS_UNFINISHED, now - span._t0)
+            for span in list(self._open.values())
+            if span.duration_ns is None
+        ]
 
     def reset_after_fork(self) -> None:
         """In a forked child: the parent's spans are the parent's to write."""
         del self._buffer[:]
         self._open.clear()
-        self._tail.clear()
-        self._tail_error.clear()
+        self._held.clear()
+        self._held_error.clear()
+        self.anchor()
+
+
+def _nothing() -> None:
+    return None
 
 
 def current_span() -> Span | SpanContext | None:

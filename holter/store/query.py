@@ -502,49 +502,74 @@ def traces(
     app: str | None = None,
     limit: int = 20,
 ) -> list[dict[str, Any]]:
-    """Traces that started in the window, newest first (or slowest first).
+    """Traces whose root span started in the window, newest first (or slowest first).
 
-    ``name`` matches the root span's name: a glob (``db.*``) or, without wildcards,
-    any name containing it. Each trace: id, root name, start, duration, span count,
-    errors, unfinished spans, and whether its root span was seen.
+    ``name`` matches the root span's name: a glob (``db.*``) or, without wildcards, any
+    name containing it. Each trace: id, root name and span id, whether its true root
+    (not a span continuing a remote caller) was seen, start, end, duration (first start
+    to last end over all its spans), span count, errors and unfinished spans.
     """
     start_ns, end_ns = time_range(window, start, end)
     sql = (
-        "SELECT trace_id, root_name, root_span_id, has_root, start_ns, end_ns, duration_ns, "
-        "spans, errors, unfinished FROM traces WHERE start_ns > ? AND start_ns <= ?"
+        "SELECT trace_id, span_id, name, start_ns, duration_ns, is_root FROM spans "
+        "WHERE is_root > 0 AND start_ns > ? AND start_ns <= ?"
     )
     args: list[Any] = [start_ns, end_ns]
-    if errors:
-        sql += " AND errors > 0"
     if name:
         if _GLOB_CHARS & set(name):
-            sql += " AND root_name GLOB ?"
-            args.append(name)
+            sql += " AND name GLOB ?"
         else:
-            sql += " AND instr(root_name, ?) > 0"
-            args.append(name)
+            sql += " AND instr(name, ?) > 0"
+        args.append(name)
     with store.reading() as conn:
         run_ids = _run_filter(conn, run, app)
         if run_ids is not None:
             if not run_ids:
                 return []
+            sql += f" AND run_id IN ({','.join('?' * len(run_ids))})"
+            args.extend(run_ids)
+        if errors:
             sql += (
-                " AND trace_id IN (SELECT DISTINCT trace_id FROM spans WHERE run_id IN "
-                f"({','.join('?' * len(run_ids))}) AND start_ns > ? AND start_ns <= ?)"
+                " AND trace_id IN (SELECT trace_id FROM spans WHERE status != 'ok' "
+                "AND status = 'error' AND start_ns > ? AND start_ns <= ?)"
             )
-            args.extend([*run_ids, start_ns - 86400 * NS, end_ns + 86400 * NS])
+            args.extend([start_ns - 86400 * NS, end_ns])
         sql += " ORDER BY duration_ns DESC" if slowest else " ORDER BY start_ns DESC"
         sql += " LIMIT ?"
-        args.append(int(limit))
-        rows = conn.execute(sql, args).fetchall()
-    return [
-        {
-            "trace_id": r[0], "root_name": r[1], "root_span_id": r[2], "has_root": bool(r[3]),
-            "start_ns": r[4], "end_ns": r[5], "duration_ns": r[6], "spans": r[7],
-            "errors": r[8], "unfinished": r[9],
-        }
-        for r in rows
-    ]
+        args.append(int(limit) * 4)
+        best: dict[str, tuple[Any, ...]] = {}
+        for row in conn.execute(sql, args):
+            seen = best.get(row[0])
+            if seen is None or (row[5], row[4]) > (seen[5], seen[4]):
+                best[row[0]] = row
+        ids = list(best)
+        stats: dict[str, tuple[Any, ...]] = {}
+        for chunk in _chunks(ids):  # type: ignore[arg-type]
+            for r in conn.execute(
+                "SELECT trace_id, COUNT(*), SUM(status = 'error'), SUM(status = 'unfinished'), "
+                "MIN(start_ns), MAX(start_ns + duration_ns) FROM spans "
+                f"WHERE trace_id IN ({','.join('?' * len(chunk))}) GROUP BY trace_id",
+                list(chunk),
+            ):
+                stats[r[0]] = r
+    out = []
+    for trace_id, root in best.items():
+        _t, n, n_err, n_unf, first, last = stats[trace_id]
+        out.append({
+            "trace_id": trace_id, "root_name": root[2], "root_span_id": root[1],
+            "has_root": root[5] == 2, "start_ns": first, "end_ns": last,
+            "duration_ns": last - first, "spans": n, "errors": n_err or 0,
+            "unfinished": n_unf or 0,
+        })
+    if slowest:
+        out.sort(key=lambda t: -t["duration_ns"])
+    else:
+        out.sort(key=lambda t: -t["start_ns"])
+    return out[: int(limit)]
+
+
+RECENT_SPANS = 100_000
+"""How many of the newest stored spans :func:`trace_summary` inspects for active traces."""
 
 
 def trace_summary(
@@ -554,31 +579,46 @@ def trace_summary(
     start: datetime | str | float | None = None,
     end: datetime | str | float | None = None,
 ) -> dict[str, Any]:
-    """Counts over the traces that started in the window.
+    """Counts over the traces whose root started in the window.
 
-    ``completed``: traces whose root span ended; ``active``: traces seen without their
-    root yet (still running, or their root is in a process that has not flushed).
+    ``completed``: traces whose local root span ended and was stored; ``active``:
+    traces among the newest :data:`RECENT_SPANS` stored spans whose root is not
+    stored yet (still running, or their root lives in a process that has not flushed).
     """
     start_ns, end_ns = time_range(window, start, end)
     with store.reading() as conn:
-        row = conn.execute(
-            "SELECT COUNT(*), SUM(has_root), AVG(CASE WHEN has_root THEN duration_ns END), "
-            "AVG(spans), SUM(errors > 0), SUM(unfinished > 0) FROM traces "
-            "WHERE start_ns > ? AND start_ns <= ?",
+        completed, mean_duration = conn.execute(
+            "SELECT COUNT(DISTINCT trace_id), AVG(CASE WHEN is_root = 2 THEN duration_ns END) "
+            "FROM spans "
+            "WHERE is_root > 0 AND start_ns > ? AND start_ns <= ?",
             (start_ns, end_ns),
         ).fetchone()
-    total = row[0] or 0
-    completed = row[1] or 0
+        total_spans = conn.execute(
+            "SELECT COUNT(*) FROM spans WHERE trace_id IN (SELECT trace_id FROM spans "
+            "WHERE is_root > 0 AND start_ns > ? AND start_ns <= ?)",
+            (start_ns, end_ns),
+        ).fetchone()[0]
+        with_errors = conn.execute(
+            "SELECT COUNT(DISTINCT trace_id) FROM spans WHERE status != 'ok' "
+            "AND status = 'error' AND start_ns > ? AND start_ns <= ?",
+            (start_ns, end_ns),
+        ).fetchone()[0]
+        newest = conn.execute("SELECT MAX(rowid) FROM spans").fetchone()[0] or 0
+        active = conn.execute(
+            "SELECT COUNT(DISTINCT r.trace_id) FROM spans r WHERE r.rowid > ? "
+            "AND r.start_ns > ? AND r.start_ns <= ? AND NOT EXISTS (SELECT 1 FROM spans s "
+            "WHERE s.trace_id = r.trace_id AND s.is_root > 0)",
+            (newest - RECENT_SPANS, start_ns, end_ns),
+        ).fetchone()[0]
     return {
         "start_ns": start_ns,
         "end_ns": end_ns,
-        "traces": total,
-        "completed": completed,
-        "active": total - completed,
-        "mean_duration_ns": row[2],
-        "mean_spans": row[3],
-        "with_errors": row[4] or 0,
-        "with_unfinished": row[5] or 0,
+        "traces": (completed or 0) + (active or 0),
+        "completed": completed or 0,
+        "active": active or 0,
+        "mean_duration_ns": mean_duration,
+        "mean_spans": (total_spans / completed) if completed else None,
+        "with_errors": with_errors or 0,
     }
 
 
@@ -597,7 +637,8 @@ def trace(store: Store, trace_id: str) -> list[dict[str, Any]]:
             if len(wanted) < 8:
                 raise QueryError(f"trace id prefix {trace_id!r} is too short: give 8+ digits")
             ids = [r[0] for r in conn.execute(
-                "SELECT trace_id FROM traces WHERE trace_id >= ? AND trace_id < ? LIMIT 2",
+                "SELECT DISTINCT trace_id FROM spans WHERE trace_id >= ? AND trace_id < ? "
+                "LIMIT 2",
                 (wanted, wanted + "g"),
             )]
             if len(ids) > 1:
@@ -605,7 +646,7 @@ def trace(store: Store, trace_id: str) -> list[dict[str, Any]]:
             wanted = ids[0] if ids else wanted
         rows = conn.execute(
             "SELECT trace_id, span_id, parent_id, run_id, name, start_ns, duration_ns, status, "
-            "error_type, error_message, tags, events, remote_parent FROM spans "
+            "error_type, error_message, tags, events, is_root FROM spans "
             "WHERE trace_id = ? ORDER BY start_ns, span_id",
             (wanted,),
         ).fetchall()
@@ -618,38 +659,49 @@ def trace(store: Store, trace_id: str) -> list[dict[str, Any]]:
             "trace_id": r[0], "span_id": r[1], "parent_id": r[2], "run_id": r[3], "name": r[4],
             "start_ns": r[5], "duration_ns": r[6], "status": r[7], "error_type": r[8],
             "error_message": r[9], "tags": json.loads(r[10]) if r[10] else {},
-            "events": json.loads(r[11]) if r[11] else [], "remote_parent": bool(r[12]),
+            "events": json.loads(r[11]) if r[11] else [], "remote_parent": r[12] == 1,
         }
         for r in rows
     ]
 
 
-def span_rows(
+def trace_spans(
     store: Store,
     start_ns: int,
     end_ns: int,
     *,
     run_ids: Sequence[int] | None = None,
-    limit: int = 500_000,
+    max_traces: int = 5000,
 ) -> list[dict[str, Any]]:
-    """Spans (ids, parent, name, times, status) that started in ``(start_ns, end_ns]``."""
+    """Spans of the traces whose local root started in ``(start_ns, end_ns]``.
+
+    At most the ``max_traces`` newest traces are read (a bound on the work; callers
+    computing statistics over them say so).
+    """
     sql = (
-        "SELECT trace_id, span_id, parent_id, name, start_ns, duration_ns, status FROM spans "
-        "WHERE start_ns > ? AND start_ns <= ?"
+        "SELECT trace_id, MAX(start_ns) AS s FROM spans WHERE is_root > 0 "
+        "AND start_ns > ? AND start_ns <= ?"
     )
     args: list[Any] = [start_ns, end_ns]
     if run_ids is not None:
+        if not run_ids:
+            return []
         sql += f" AND run_id IN ({','.join('?' * len(run_ids))})"
         args.extend(run_ids)
-    sql += " LIMIT ?"
-    args.append(limit)
+    sql += " GROUP BY trace_id ORDER BY s DESC LIMIT ?"
+    args.append(max_traces)
+    out: list[dict[str, Any]] = []
     with store.reading() as conn:
-        rows = conn.execute(sql, args).fetchall()
-    return [
-        {"trace_id": r[0], "span_id": r[1], "parent_id": r[2], "name": r[3], "start_ns": r[4],
-         "duration_ns": r[5], "status": r[6]}
-        for r in rows
-    ]
+        ids = [r[0] for r in conn.execute(sql, args)]
+        for chunk in _chunks(ids):  # type: ignore[arg-type]
+            for r in conn.execute(
+                "SELECT trace_id, span_id, parent_id, name, start_ns, duration_ns, status "
+                f"FROM spans WHERE trace_id IN ({','.join('?' * len(chunk))})",
+                list(chunk),
+            ):
+                out.append({"trace_id": r[0], "span_id": r[1], "parent_id": r[2], "name": r[3],
+                            "start_ns": r[4], "duration_ns": r[5], "status": r[6]})
+    return out
 
 
 def run_ids(store: Store, run: int | None = None, app: str | None = None) -> list[int] | None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import json.encoder
 import os
 import sqlite3
 import threading
@@ -285,12 +286,11 @@ class Store:
                 ).rowcount
                 if span_retention_s is not None:
                     span_cut = now_ns - int(span_retention_s * 1e9)
-                    moved += conn.execute(
-                        "DELETE FROM spans WHERE start_ns < ?", (span_cut,)
-                    ).rowcount
-                    moved += conn.execute(
-                        "DELETE FROM traces WHERE end_ns < ?", (span_cut,)
-                    ).rowcount
+                    first = first_rowid_at(conn, "spans", "start_ns", span_cut)
+                    if first is not None:
+                        moved += conn.execute(
+                            "DELETE FROM spans WHERE rowid < ?", (first,)
+                        ).rowcount
         except sqlite3.Error as exc:
             raise _busy_or_error(exc, self.path) from None
         return moved
@@ -383,13 +383,17 @@ def merge_rows(kind: str, rows: Sequence[Sequence[Any]]) -> tuple[Any, ...]:
     return (count, total, lo, hi, None, m2, sketch.to_bytes())
 
 
+_escape = json.encoder.encode_basestring  # C-accelerated: quotes and escapes a str
+_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=repr).encode
+
+
 def _json_or_none(value: Any) -> str | None:
     if not value:
         return None
     try:
-        return json.dumps(value, separators=(",", ":"), default=repr)
+        return _encode(value)
     except (TypeError, ValueError):
-        return json.dumps(repr(value))
+        return _encode(repr(value))
 
 
 def _clean_tags(tags: dict[str, Any]) -> dict[str, Any]:
@@ -397,67 +401,87 @@ def _clean_tags(tags: dict[str, Any]) -> dict[str, Any]:
 
 
 def _clean_events(events: list[tuple[int, str, dict[str, Any]]]) -> list[dict[str, Any]]:
-    return [
-        {"t_ns": t, "message": clean_tag(str(message)), **({"fields": _clean_tags(fields)}
-                                                           if fields else {})}
-        for t, message, fields in events
-    ]
+    out = []
+    for t, message, fields in events:
+        event: dict[str, Any] = {"t_ns": t, "message": clean_tag(str(message))}
+        if fields:
+            event["fields"] = _clean_tags(fields)
+        out.append(event)
+    return out
+
+
+def _tags_json(tags: dict[str, Any]) -> str | None:
+    """Tags as a JSON object.
+
+    Plain str/int/float/bool values take a fast path (the generic encoder costs ~2 µs
+    a call); anything else is cleaned first.
+    """
+    parts = []
+    for key, value in tags.items():
+        cls = value.__class__
+        if key.__class__ is not str:
+            return _json_or_none(_clean_tags(tags))
+        if cls is str:
+            if len(value) > MAX_TAG_LEN:
+                return _json_or_none(_clean_tags(tags))
+            text = _escape(value)
+        elif cls is int:
+            text = str(value)
+        elif cls is bool:
+            text = "true" if value else "false"
+        elif cls is float and value - value == 0.0:
+            text = repr(value)
+        else:
+            return _json_or_none(_clean_tags(tags))
+        parts.append(f"{_escape(key[:MAX_TAG_LEN])}:{text}")
+    return "{" + ",".join(parts) + "}"
 
 
 def _write_spans(conn: sqlite3.Connection, run_id: int, records: Sequence[Any]) -> None:
-    """Insert span records and fold them into the per-trace summary rows."""
+    """Insert span records (ids as ints) as rows with hex ids."""
     rows = []
-    traces: dict[str, list[Any]] = {}
+    append = rows.append
     for (trace, span, parent, name, start, duration, status, etype, emsg, tags, events,
          remote) in records:
-        trace_hex = f"{trace:032x}"
-        span_hex = f"{span:016x}"
-        parent_hex = f"{parent:016x}" if parent is not None else None
-        rows.append((
-            trace_hex, span_hex, parent_hex, run_id, name, start, duration, status, etype,
+        append((
+            # %-formatting: 3x faster than f"{x:032x}" here
+            "%032x" % trace,  # noqa: UP031
+            "%016x" % span,  # noqa: UP031
+            None if parent is None else "%016x" % parent,  # noqa: UP031
+            run_id, name, start, duration, status, etype,
             clean_tag(emsg) if emsg else emsg,
-            _json_or_none(_clean_tags(tags)) if tags else None,
+            _tags_json(tags) if tags else None,
             _json_or_none(_clean_events(events)) if events else None,
-            1 if remote else 0,
+            2 if parent is None else (1 if remote else 0),
         ))
-        end = start + duration
-        summary = traces.get(trace_hex)
-        is_root = parent is None
-        if summary is None:
-            summary = traces[trace_hex] = [None, None, 0, start, end, 0, 0, 0]
-        if is_root or (summary[2] == 0 and (summary[0] is None or remote)):
-            summary[0] = name
-            summary[1] = span_hex
-            summary[2] = 1 if is_root else 0
-        summary[3] = min(summary[3], start)
-        summary[4] = max(summary[4], end)
-        summary[5] += 1
-        summary[6] += status == "error"
-        summary[7] += status == "unfinished"
     conn.executemany(
-        "INSERT OR REPLACE INTO spans(trace_id, span_id, parent_id, run_id, name, start_ns, "
-        "duration_ns, status, error_type, error_message, tags, events, remote_parent) "
+        "INSERT INTO spans(trace_id, span_id, parent_id, run_id, name, start_ns, duration_ns, "
+        "status, error_type, error_message, tags, events, is_root) "
         "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
         rows,
     )
-    conn.executemany(
-        "INSERT INTO traces(trace_id, root_name, root_span_id, has_root, start_ns, end_ns, "
-        "duration_ns, spans, errors, unfinished) VALUES (?,?,?,?,?,?,?,?,?,?) "
-        "ON CONFLICT(trace_id) DO UPDATE SET "
-        "root_name = CASE WHEN excluded.has_root OR (NOT traces.has_root AND "
-        "traces.root_name IS NULL) THEN excluded.root_name ELSE traces.root_name END, "
-        "root_span_id = CASE WHEN excluded.has_root OR (NOT traces.has_root AND "
-        "traces.root_span_id IS NULL) THEN excluded.root_span_id ELSE traces.root_span_id END, "
-        "has_root = MAX(traces.has_root, excluded.has_root), "
-        "start_ns = MIN(traces.start_ns, excluded.start_ns), "
-        "end_ns = MAX(traces.end_ns, excluded.end_ns), "
-        "duration_ns = MAX(traces.end_ns, excluded.end_ns) "
-        "- MIN(traces.start_ns, excluded.start_ns), "
-        "spans = traces.spans + excluded.spans, errors = traces.errors + excluded.errors, "
-        "unfinished = traces.unfinished + excluded.unfinished",
-        [(t, s[0], s[1], s[2], s[3], s[4], s[4] - s[3], s[5], s[6], s[7])
-         for t, s in traces.items()],
-    )
+
+
+def first_rowid_at(conn: sqlite3.Connection, table: str, column: str, cut: int) -> int | None:
+    """Binary search for the first rowid whose ``column`` is ≥ ``cut``.
+
+    Rows are appended in roughly increasing ``column`` order (spans by start time), so
+    this finds the cut in log(n) lookups instead of scanning or indexing every row.
+    """
+    lo_hi = conn.execute(f"SELECT MIN(rowid), MAX(rowid) FROM {table}").fetchone()
+    if lo_hi[0] is None:
+        return None
+    lo, hi = lo_hi
+    while lo < hi:
+        mid = (lo + hi) // 2
+        row = conn.execute(
+            f"SELECT rowid, {column} FROM {table} WHERE rowid >= ? ORDER BY rowid LIMIT 1", (mid,)
+        ).fetchone()
+        if row is None or row[1] >= cut:
+            hi = mid
+        else:
+            lo = row[0] + 1
+    return lo
 
 
 def _check_file(path: str, create: bool) -> None:
