@@ -315,6 +315,12 @@ class HistogramCell:
 
         self.observe = observe
 
+    def observe_many(self, values: list[float]) -> None:
+        """Record many finite values at once (the collector's path, e.g. span durations)."""
+        self._buf.extend(values)
+        if len(self._buf) >= BUFFER_CAP:
+            self.fold()
+
     def fold(self) -> None:
         """Move buffered values into the interval statistics."""
         with self._lock:

@@ -40,9 +40,9 @@ MAX_TAG_VALUE_LEN = 200
 OVERFLOW_TAGS: tuple[tuple[str, str], ...] = (("holter.overflow", "true"),)
 KINDS = ("counter", "gauge", "histogram")
 
-_name_ok = re.compile(NAME_PATTERN).match
-_key_ok = re.compile(TAG_KEY_PATTERN).match
-_unit_ok = re.compile(UNIT_PATTERN).match
+_name_ok = re.compile(NAME_PATTERN).fullmatch
+_key_ok = re.compile(TAG_KEY_PATTERN).fullmatch
+_unit_ok = re.compile(UNIT_PATTERN).fullmatch
 
 Tags = tuple[tuple[str, str], ...]
 

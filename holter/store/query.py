@@ -26,6 +26,7 @@ from holter.core.sketch import Sketch
 from holter.errors import QueryError
 from holter.model import QUANTILES, RunInfo, SeriesInfo, WindowStats
 from holter.store.schema import POINT_TABLES
+from holter.store.spans import decode_chunk
 from holter.store.sqlite import Store
 
 NS = 1_000_000_000
@@ -502,7 +503,7 @@ def traces(
     app: str | None = None,
     limit: int = 20,
 ) -> list[dict[str, Any]]:
-    """Traces whose root span started in the window, newest first (or slowest first).
+    """Traces whose local root span started in the window, newest first (or slowest).
 
     ``name`` matches the root span's name: a glob (``db.*``) or, without wildcards, any
     name containing it. Each trace: id, root name and span id, whether its true root
@@ -511,15 +512,13 @@ def traces(
     """
     start_ns, end_ns = time_range(window, start, end)
     sql = (
-        "SELECT trace_id, span_id, name, start_ns, duration_ns, is_root FROM spans "
-        "WHERE is_root > 0 AND start_ns > ? AND start_ns <= ?"
+        "SELECT trace_id, root_span_id, root_name, start_ns, root_duration_ns, root_kind "
+        "FROM trace_parts WHERE root_kind > 0 AND start_ns > ? AND start_ns <= ?"
     )
     args: list[Any] = [start_ns, end_ns]
     if name:
-        if _GLOB_CHARS & set(name):
-            sql += " AND name GLOB ?"
-        else:
-            sql += " AND instr(name, ?) > 0"
+        glob = bool(_GLOB_CHARS & set(name))
+        sql += " AND root_name GLOB ?" if glob else " AND instr(root_name, ?) > 0"
         args.append(name)
     with store.reading() as conn:
         run_ids = _run_filter(conn, run, app)
@@ -530,11 +529,11 @@ def traces(
             args.extend(run_ids)
         if errors:
             sql += (
-                " AND trace_id IN (SELECT trace_id FROM spans WHERE status != 'ok' "
-                "AND status = 'error' AND start_ns > ? AND start_ns <= ?)"
+                " AND trace_id IN (SELECT trace_id FROM trace_parts WHERE errors > 0 "
+                "AND start_ns > ? AND start_ns <= ?)"
             )
-            args.extend([start_ns - 86400 * NS, end_ns])
-        sql += " ORDER BY duration_ns DESC" if slowest else " ORDER BY start_ns DESC"
+            args.extend([start_ns - 86400 * NS, end_ns + 86400 * NS])
+        sql += " ORDER BY root_duration_ns DESC" if slowest else " ORDER BY start_ns DESC"
         sql += " LIMIT ?"
         args.append(int(limit) * 4)
         best: dict[str, tuple[Any, ...]] = {}
@@ -542,34 +541,34 @@ def traces(
             seen = best.get(row[0])
             if seen is None or (row[5], row[4]) > (seen[5], seen[4]):
                 best[row[0]] = row
-        ids = list(best)
-        stats: dict[str, tuple[Any, ...]] = {}
-        for chunk in _chunks(ids):  # type: ignore[arg-type]
-            for r in conn.execute(
-                "SELECT trace_id, COUNT(*), SUM(status = 'error'), SUM(status = 'unfinished'), "
-                "MIN(start_ns), MAX(start_ns + duration_ns) FROM spans "
-                f"WHERE trace_id IN ({','.join('?' * len(chunk))}) GROUP BY trace_id",
-                list(chunk),
-            ):
-                stats[r[0]] = r
+        totals = _trace_totals(conn, list(best))
     out = []
     for trace_id, root in best.items():
-        _t, n, n_err, n_unf, first, last = stats[trace_id]
+        first, last, n, n_err, n_unf = totals[trace_id]
         out.append({
             "trace_id": trace_id, "root_name": root[2], "root_span_id": root[1],
             "has_root": root[5] == 2, "start_ns": first, "end_ns": last,
-            "duration_ns": last - first, "spans": n, "errors": n_err or 0,
-            "unfinished": n_unf or 0,
+            "duration_ns": last - first, "spans": n, "errors": n_err, "unfinished": n_unf,
         })
-    if slowest:
-        out.sort(key=lambda t: -t["duration_ns"])
-    else:
-        out.sort(key=lambda t: -t["start_ns"])
+    out.sort(key=(lambda t: -t["duration_ns"]) if slowest else (lambda t: -t["start_ns"]))
     return out[: int(limit)]
 
 
-RECENT_SPANS = 100_000
-"""How many of the newest stored spans :func:`trace_summary` inspects for active traces."""
+def _trace_totals(conn: Any, ids: Sequence[str]) -> dict[str, tuple[int, int, int, int, int]]:
+    totals = {}
+    for chunk in _chunks(ids):  # type: ignore[arg-type]
+        for r in conn.execute(
+            "SELECT trace_id, MIN(start_ns), MAX(end_ns), SUM(spans), SUM(errors), "
+            f"SUM(unfinished) FROM trace_parts WHERE trace_id IN ({','.join('?' * len(chunk))}) "
+            "GROUP BY trace_id",
+            list(chunk),
+        ):
+            totals[r[0]] = (r[1], r[2], r[3], r[4], r[5])
+    return totals
+
+
+RECENT_PARTS = 100_000
+"""How many of the newest trace parts :func:`trace_summary` inspects for active traces."""
 
 
 def trace_summary(
@@ -582,33 +581,33 @@ def trace_summary(
     """Counts over the traces whose root started in the window.
 
     ``completed``: traces whose local root span ended and was stored; ``active``:
-    traces among the newest :data:`RECENT_SPANS` stored spans whose root is not
-    stored yet (still running, or their root lives in a process that has not flushed).
+    traces among the newest :data:`RECENT_PARTS` stored parts whose root is not stored
+    yet (still running, or their root lives in a process that has not flushed).
     """
     start_ns, end_ns = time_range(window, start, end)
     with store.reading() as conn:
         completed, mean_duration = conn.execute(
-            "SELECT COUNT(DISTINCT trace_id), AVG(CASE WHEN is_root = 2 THEN duration_ns END) "
-            "FROM spans "
-            "WHERE is_root > 0 AND start_ns > ? AND start_ns <= ?",
+            "SELECT COUNT(DISTINCT trace_id), AVG(CASE WHEN root_kind = 2 "
+            "THEN root_duration_ns END) FROM trace_parts "
+            "WHERE root_kind > 0 AND start_ns > ? AND start_ns <= ?",
             (start_ns, end_ns),
         ).fetchone()
         total_spans = conn.execute(
-            "SELECT COUNT(*) FROM spans WHERE trace_id IN (SELECT trace_id FROM spans "
-            "WHERE is_root > 0 AND start_ns > ? AND start_ns <= ?)",
+            "SELECT SUM(spans) FROM trace_parts WHERE trace_id IN (SELECT trace_id FROM "
+            "trace_parts WHERE root_kind > 0 AND start_ns > ? AND start_ns <= ?)",
             (start_ns, end_ns),
         ).fetchone()[0]
         with_errors = conn.execute(
-            "SELECT COUNT(DISTINCT trace_id) FROM spans WHERE status != 'ok' "
-            "AND status = 'error' AND start_ns > ? AND start_ns <= ?",
+            "SELECT COUNT(DISTINCT trace_id) FROM trace_parts WHERE errors > 0 "
+            "AND start_ns > ? AND start_ns <= ?",
             (start_ns, end_ns),
         ).fetchone()[0]
-        newest = conn.execute("SELECT MAX(rowid) FROM spans").fetchone()[0] or 0
+        newest = conn.execute("SELECT MAX(rowid) FROM trace_parts").fetchone()[0] or 0
         active = conn.execute(
-            "SELECT COUNT(DISTINCT r.trace_id) FROM spans r WHERE r.rowid > ? "
-            "AND r.start_ns > ? AND r.start_ns <= ? AND NOT EXISTS (SELECT 1 FROM spans s "
-            "WHERE s.trace_id = r.trace_id AND s.is_root > 0)",
-            (newest - RECENT_SPANS, start_ns, end_ns),
+            "SELECT COUNT(DISTINCT r.trace_id) FROM trace_parts r WHERE r.rowid > ? "
+            "AND r.start_ns > ? AND r.start_ns <= ? AND NOT EXISTS (SELECT 1 FROM trace_parts "
+            "s WHERE s.trace_id = r.trace_id AND s.root_kind > 0)",
+            (newest - RECENT_PARTS, start_ns, end_ns),
         ).fetchone()[0]
     return {
         "start_ns": start_ns,
@@ -617,13 +616,13 @@ def trace_summary(
         "completed": completed or 0,
         "active": active or 0,
         "mean_duration_ns": mean_duration,
-        "mean_spans": (total_spans / completed) if completed else None,
+        "mean_spans": (total_spans / completed) if completed and total_spans else None,
         "with_errors": with_errors or 0,
     }
 
 
 def trace(store: Store, trace_id: str) -> list[dict[str, Any]]:
-    """Every stored span of a trace (an id, or a unique prefix of 8+ hex digits).
+    """Every stored span of a trace (an id, or a unique prefix of 8+ hex digits), by start.
 
     Raises QueryError when no trace matches, or the prefix is ambiguous.
     """
@@ -637,32 +636,43 @@ def trace(store: Store, trace_id: str) -> list[dict[str, Any]]:
             if len(wanted) < 8:
                 raise QueryError(f"trace id prefix {trace_id!r} is too short: give 8+ digits")
             ids = [r[0] for r in conn.execute(
-                "SELECT DISTINCT trace_id FROM spans WHERE trace_id >= ? AND trace_id < ? "
-                "LIMIT 2",
+                "SELECT DISTINCT trace_id FROM trace_parts WHERE trace_id >= ? "
+                "AND trace_id < ? LIMIT 2",
                 (wanted, wanted + "g"),
             )]
             if len(ids) > 1:
                 raise QueryError(f"trace id prefix {trace_id!r} matches several traces")
             wanted = ids[0] if ids else wanted
-        rows = conn.execute(
-            "SELECT trace_id, span_id, parent_id, run_id, name, start_ns, duration_ns, status, "
-            "error_type, error_message, tags, events, is_root FROM spans "
-            "WHERE trace_id = ? ORDER BY start_ns, span_id",
-            (wanted,),
-        ).fetchall()
-    if not rows:
+        spans = _spans_of(conn, [wanted]).get(wanted, [])
+    if not spans:
         raise QueryError(
             f"no trace {trace_id!r} in {store.path!r}; `holter traces` lists recorded traces"
         )
-    return [
-        {
-            "trace_id": r[0], "span_id": r[1], "parent_id": r[2], "run_id": r[3], "name": r[4],
-            "start_ns": r[5], "duration_ns": r[6], "status": r[7], "error_type": r[8],
-            "error_message": r[9], "tags": json.loads(r[10]) if r[10] else {},
-            "events": json.loads(r[11]) if r[11] else [], "remote_parent": r[12] == 1,
-        }
-        for r in rows
-    ]
+    spans.sort(key=lambda s: (s["start_ns"], s["span_id"]))
+    return spans
+
+
+def _spans_of(conn: Any, ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
+    """Spans of the given traces, decoded from their chunks (each chunk once)."""
+    wanted = set(ids)
+    chunk_runs: dict[int, int] = {}
+    for chunk in _chunks(list(ids)):  # type: ignore[arg-type]
+        for chunk_id, run_id in conn.execute(
+            "SELECT DISTINCT chunk_id, run_id FROM trace_parts "
+            f"WHERE trace_id IN ({','.join('?' * len(chunk))})",
+            list(chunk),
+        ):
+            chunk_runs[chunk_id] = run_id
+    out: dict[str, list[dict[str, Any]]] = {}
+    for chunk_id, run_id in sorted(chunk_runs.items()):
+        row = conn.execute("SELECT data FROM span_chunks WHERE id = ?", (chunk_id,)).fetchone()
+        if row is None:  # expired by retention between the two reads
+            continue
+        for span in decode_chunk(row[0]):
+            if span["trace_id"] in wanted:
+                span["run_id"] = run_id
+                out.setdefault(span["trace_id"], []).append(span)
+    return out
 
 
 def trace_spans(
@@ -679,7 +689,7 @@ def trace_spans(
     computing statistics over them say so).
     """
     sql = (
-        "SELECT trace_id, MAX(start_ns) AS s FROM spans WHERE is_root > 0 "
+        "SELECT trace_id, MAX(start_ns) AS s FROM trace_parts WHERE root_kind > 0 "
         "AND start_ns > ? AND start_ns <= ?"
     )
     args: list[Any] = [start_ns, end_ns]
@@ -690,18 +700,10 @@ def trace_spans(
         args.extend(run_ids)
     sql += " GROUP BY trace_id ORDER BY s DESC LIMIT ?"
     args.append(max_traces)
-    out: list[dict[str, Any]] = []
     with store.reading() as conn:
         ids = [r[0] for r in conn.execute(sql, args)]
-        for chunk in _chunks(ids):  # type: ignore[arg-type]
-            for r in conn.execute(
-                "SELECT trace_id, span_id, parent_id, name, start_ns, duration_ns, status "
-                f"FROM spans WHERE trace_id IN ({','.join('?' * len(chunk))})",
-                list(chunk),
-            ):
-                out.append({"trace_id": r[0], "span_id": r[1], "parent_id": r[2], "name": r[3],
-                            "start_ns": r[4], "duration_ns": r[5], "status": r[6]})
-    return out
+        by_trace = _spans_of(conn, ids)
+    return [span for spans in by_trace.values() for span in spans]
 
 
 def run_ids(store: Store, run: int | None = None, app: str | None = None) -> list[int] | None:

@@ -78,31 +78,40 @@ _V1 = [
     "CREATE INDEX points_1h_end ON points_1h(t_end_ns)",
 ]
 
-# Spans: one row each, in insertion (≈ time) order. Only the trace id is indexed for
-# every span (trace ids start with their epoch second, so that index grows at its end);
-# local roots (is_root 2: no parent; 1: a remote parent) and problem spans get partial
-# indexes, which is what listing traces needs.
+# Spans: compressed columnar chunks (holter.store.spans), and one trace_parts row per
+# (trace, chunk) with the trace's time range, counts and local root, which is what
+# listing traces needs. Trace ids start with their epoch second, so the trace id index
+# grows at its end. Root kind: 2 a span without parent, 1 a span continuing a remote
+# caller (the local root), 0 none in this chunk.
 _V2 = [
-    """CREATE TABLE spans (
-        trace_id TEXT NOT NULL,
-        span_id TEXT NOT NULL,
-        parent_id TEXT,
+    """CREATE TABLE span_chunks (
+        id INTEGER PRIMARY KEY,
         run_id INTEGER NOT NULL,
-        name TEXT NOT NULL,
-        start_ns INTEGER NOT NULL,
-        duration_ns INTEGER NOT NULL,
-        status TEXT NOT NULL,
-        error_type TEXT,
-        error_message TEXT,
-        tags TEXT,
-        events TEXT,
-        is_root INTEGER NOT NULL DEFAULT 0
+        min_start_ns INTEGER NOT NULL,
+        max_start_ns INTEGER NOT NULL,
+        spans INTEGER NOT NULL,
+        data BLOB NOT NULL
     )""",
-    "CREATE INDEX spans_trace ON spans(trace_id)",
-    "CREATE INDEX spans_root_start ON spans(start_ns) WHERE is_root > 0",
-    "CREATE INDEX spans_root_duration ON spans(duration_ns) WHERE is_root > 0",
-    "CREATE INDEX spans_root_name ON spans(name, start_ns) WHERE is_root > 0",
-    "CREATE INDEX spans_problem_start ON spans(start_ns) WHERE status != 'ok'",
+    "CREATE INDEX span_chunks_start ON span_chunks(max_start_ns)",
+    """CREATE TABLE trace_parts (
+        trace_id TEXT NOT NULL,
+        chunk_id INTEGER NOT NULL,
+        run_id INTEGER NOT NULL,
+        start_ns INTEGER NOT NULL,
+        end_ns INTEGER NOT NULL,
+        spans INTEGER NOT NULL,
+        errors INTEGER NOT NULL,
+        unfinished INTEGER NOT NULL,
+        root_span_id TEXT,
+        root_name TEXT,
+        root_kind INTEGER NOT NULL,
+        root_duration_ns INTEGER
+    )""",
+    "CREATE INDEX trace_parts_trace ON trace_parts(trace_id)",
+    "CREATE INDEX trace_parts_root_start ON trace_parts(start_ns) WHERE root_kind > 0",
+    "CREATE INDEX trace_parts_root_duration ON trace_parts(root_duration_ns) WHERE root_kind > 0",
+    "CREATE INDEX trace_parts_root_name ON trace_parts(root_name, start_ns) WHERE root_kind > 0",
+    "CREATE INDEX trace_parts_errors ON trace_parts(start_ns) WHERE errors > 0",
 ]
 
 Migration = list[str] | Callable[[sqlite3.Connection], None]

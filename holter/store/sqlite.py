@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import json.encoder
 import os
 import sqlite3
 import threading
@@ -25,10 +24,10 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from holter.core.sketch import Sketch, merge_bytes
-from holter.core.tracing import MAX_TAG_LEN, clean_tag
 from holter.errors import SchemaError, StoreError
 from holter.model import Batch, SeriesKey
 from holter.store import schema
+from holter.store.spans import write_spans
 
 SQLITE_HEADER = b"SQLite format 3\x00"
 MINUTE_NS = 60 * 1_000_000_000
@@ -251,7 +250,7 @@ class Store:
                         rows,
                     )
                 if batch.spans:
-                    _write_spans(conn, run_id, batch.spans)
+                    write_spans(conn, run_id, batch.spans)
                 conn.execute(
                     "UPDATE runs SET last_flush_ns = MAX(last_flush_ns, ?) WHERE id = ?",
                     (batch.t_end_ns, run_id),
@@ -286,10 +285,13 @@ class Store:
                 ).rowcount
                 if span_retention_s is not None:
                     span_cut = now_ns - int(span_retention_s * 1e9)
-                    first = first_rowid_at(conn, "spans", "start_ns", span_cut)
+                    moved += conn.execute(
+                        "DELETE FROM span_chunks WHERE max_start_ns < ?", (span_cut,)
+                    ).rowcount
+                    first = first_rowid_at(conn, "trace_parts", "start_ns", span_cut)
                     if first is not None:
                         moved += conn.execute(
-                            "DELETE FROM spans WHERE rowid < ?", (first,)
+                            "DELETE FROM trace_parts WHERE rowid < ?", (first,)
                         ).rowcount
         except sqlite3.Error as exc:
             raise _busy_or_error(exc, self.path) from None
@@ -381,85 +383,6 @@ def merge_rows(kind: str, rows: Sequence[Sequence[Any]]) -> tuple[Any, ...]:
         hi = max(hi, r[8])
     sketch: Sketch = merge_bytes(r[11] for r in ordered)
     return (count, total, lo, hi, None, m2, sketch.to_bytes())
-
-
-_escape = json.encoder.encode_basestring  # C-accelerated: quotes and escapes a str
-_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=repr).encode
-
-
-def _json_or_none(value: Any) -> str | None:
-    if not value:
-        return None
-    try:
-        return _encode(value)
-    except (TypeError, ValueError):
-        return _encode(repr(value))
-
-
-def _clean_tags(tags: dict[str, Any]) -> dict[str, Any]:
-    return {str(k)[:MAX_TAG_LEN]: clean_tag(v) for k, v in tags.items()}
-
-
-def _clean_events(events: list[tuple[int, str, dict[str, Any]]]) -> list[dict[str, Any]]:
-    out = []
-    for t, message, fields in events:
-        event: dict[str, Any] = {"t_ns": t, "message": clean_tag(str(message))}
-        if fields:
-            event["fields"] = _clean_tags(fields)
-        out.append(event)
-    return out
-
-
-def _tags_json(tags: dict[str, Any]) -> str | None:
-    """Tags as a JSON object.
-
-    Plain str/int/float/bool values take a fast path (the generic encoder costs ~2 µs
-    a call); anything else is cleaned first.
-    """
-    parts = []
-    for key, value in tags.items():
-        cls = value.__class__
-        if key.__class__ is not str:
-            return _json_or_none(_clean_tags(tags))
-        if cls is str:
-            if len(value) > MAX_TAG_LEN:
-                return _json_or_none(_clean_tags(tags))
-            text = _escape(value)
-        elif cls is int:
-            text = str(value)
-        elif cls is bool:
-            text = "true" if value else "false"
-        elif cls is float and value - value == 0.0:
-            text = repr(value)
-        else:
-            return _json_or_none(_clean_tags(tags))
-        parts.append(f"{_escape(key[:MAX_TAG_LEN])}:{text}")
-    return "{" + ",".join(parts) + "}"
-
-
-def _write_spans(conn: sqlite3.Connection, run_id: int, records: Sequence[Any]) -> None:
-    """Insert span records (ids as ints) as rows with hex ids."""
-    rows = []
-    append = rows.append
-    for (trace, span, parent, name, start, duration, status, etype, emsg, tags, events,
-         remote) in records:
-        append((
-            # %-formatting: 3x faster than f"{x:032x}" here
-            "%032x" % trace,  # noqa: UP031
-            "%016x" % span,  # noqa: UP031
-            None if parent is None else "%016x" % parent,  # noqa: UP031
-            run_id, name, start, duration, status, etype,
-            clean_tag(emsg) if emsg else emsg,
-            _tags_json(tags) if tags else None,
-            _json_or_none(_clean_events(events)) if events else None,
-            2 if parent is None else (1 if remote else 0),
-        ))
-    conn.executemany(
-        "INSERT INTO spans(trace_id, span_id, parent_id, run_id, name, start_ns, duration_ns, "
-        "status, error_type, error_message, tags, events, is_root) "
-        "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-        rows,
-    )
 
 
 def first_rowid_at(conn: sqlite3.Connection, table: str, column: str, cut: int) -> int | None:
