@@ -170,7 +170,10 @@ class Monitor:
 
         Seconds unless ``unit`` (``ms``, ``us``, ``ns``) says otherwise.
         """
-        return self._timer_histogram(name, unit).time(**tags)
+        inst = self._instruments.get(name)
+        if inst is None or inst.kind != "histogram" or (unit is not None and unit != inst.unit):
+            inst = self._timer_histogram(name, unit)
+        return inst.time(**tags)  # type: ignore[attr-defined]
 
     def timed(
         self, name: str, unit: str | None = None, **tags: object

@@ -67,6 +67,14 @@ def use_numpy(enabled: bool) -> None:
         _numpy_state["tried"] = False
 
 
+def _total(amounts: list[Any]) -> float:
+    """Sum counter amounts of any numeric type as a float (what the store keeps)."""
+    try:
+        return math.fsum(amounts)
+    except OverflowError:
+        return _INF
+
+
 def _count_ones(ones: itertools.count) -> int:
     # repr(itertools.count(5)) == "count(5)"; reading it never disturbs the counter.
     return int(repr(ones)[6:-1])
@@ -92,10 +100,10 @@ class CounterCell:
 
         def inc(amount: float = 1) -> None:
             """Add ``amount`` (default 1; must be finite and not negative)."""
-            if amount == 1:
-                tick()
-                return
             try:
+                if amount == 1:
+                    tick()
+                    return
                 if 0 <= amount < _INF:
                     append(amount)
                     if len(buf) >= BUFFER_CAP:
@@ -114,7 +122,7 @@ class CounterCell:
             n = len(buf)
             chunk = buf[:n]
             del buf[:n]
-            self._pending += sum(chunk)
+            self._pending += _total(chunk)
 
     def collect(self) -> float | None:
         """Return the increase since the last collect, or None if nothing was recorded."""
@@ -127,7 +135,7 @@ class CounterCell:
             if n:
                 chunk = buf[:n]
                 del buf[:n]
-                self._pending += sum(chunk)
+                self._pending += _total(chunk)
             extra = self._pending
             self._pending = 0
             active = ones > 0 or n > 0 or extra != 0
@@ -166,31 +174,36 @@ class GaugeCell:
             cell._sum += value
             cell._n += 1
 
-        def set_(value: float) -> None:
-            """Set the gauge to ``value`` (a finite number)."""
+        def as_float(value: object) -> float | None:
+            if isinstance(value, str | bytes | bytearray):  # float("1") would accept text
+                on_bad(value, "not_a_number")
+                return None
             try:
-                ok = -_INF < value < _INF
+                number = float(value)  # type: ignore[arg-type]
+            except OverflowError:
+                on_bad(value, "not_finite")
+                return None
             except Exception:
                 on_bad(value, "not_a_number")
-                return
-            if not ok:
+                return None
+            if number - number != 0.0:  # NaN or an infinity
                 on_bad(value, "not_finite")
-                return
-            with cell._lock:
-                _apply(float(value))
+                return None
+            return number
+
+        def set_(value: float) -> None:
+            """Set the gauge to ``value`` (a finite number)."""
+            number = as_float(value)
+            if number is not None:
+                with cell._lock:
+                    _apply(number)
 
         def inc(amount: float = 1) -> None:
             """Add ``amount`` (may be negative) to the gauge."""
-            try:
-                ok = -_INF < amount < _INF
-            except Exception:
-                on_bad(amount, "not_a_number")
-                return
-            if not ok:
-                on_bad(amount, "not_finite")
-                return
-            with cell._lock:
-                _apply((cell._value or 0.0) + amount)
+            number = as_float(amount)
+            if number is not None:
+                with cell._lock:
+                    _apply((cell._value or 0.0) + number)
 
         def dec(amount: float = 1) -> None:
             """Subtract ``amount`` from the gauge."""
@@ -316,7 +329,10 @@ class HistogramCell:
         self.observe = observe
 
     def observe_many(self, values: list[float]) -> None:
-        """Record many finite values at once (the collector's path, e.g. span durations)."""
+        """Record many values at once (the collector's path, e.g. span durations).
+
+        The values must be finite numbers: this path does no checks.
+        """
         self._buf.extend(values)
         if len(self._buf) >= BUFFER_CAP:
             self.fold()
@@ -370,9 +386,15 @@ def _fold_python(stats: HistogramStats, chunk: array) -> int:
     n = len(finite)
     if not n:
         return bad
-    total = math.fsum(finite)
+    try:
+        total = math.fsum(finite)
+    except OverflowError:  # finite values whose sum leaves the float range
+        total = sum(finite)
     mean = total / n
-    m2 = math.fsum([(v - mean) * (v - mean) for v in finite])
+    try:
+        m2 = math.fsum([(v - mean) * (v - mean) for v in finite])
+    except OverflowError:
+        m2 = _INF
     lo = min(finite)
     hi = max(finite)
     stats.add_batch(n, total, lo, hi, m2)

@@ -143,6 +143,7 @@ class Registry:
         self._overflow = Counter(
             self, "holter.overflow", None, "Recordings sent to a metric's overflow series."
         )
+        self._dropped.unlimited = self._overflow.unlimited = True
         self.instruments[self._dropped.name] = self._dropped
         self.instruments[self._overflow.name] = self._overflow
 
@@ -239,9 +240,14 @@ class Registry:
     # -- the collector's view ------------------------------------------------------------
 
     def snapshot(self) -> list[Instrument]:
-        """The instruments, as a list safe to iterate while the program records."""
+        """The instruments, as a list safe to iterate while the program records.
+
+        holter's own ``holter.*`` instruments come last, so drops found while the others
+        are collected (NaN in a histogram, a failing callback) go out in the same flush.
+        """
         with self.lock:
-            return list(self.instruments.values())
+            items = list(self.instruments.values())
+        return sorted(items, key=lambda i: i.name.startswith("holter."))
 
     def reset_after_fork(self) -> None:
         """Give the child fresh locks and empty interval data."""

@@ -38,7 +38,7 @@ RELATIVE_ACCURACY = (GAMMA - 1.0) / (GAMMA + 1.0)
 MAX_BINS = 2048
 """Buckets kept per sign before the smallest-magnitude ones are collapsed."""
 
-_MID = 2.0 / (1.0 + GAMMA)
+_MID_LOW = 2.0 * GAMMA / (1.0 + GAMMA)  # midpoint of (γ^(k-1), γ^k] over γ^(k-1)
 _FORMAT_VERSION = 1
 _HEADER = struct.Struct("<BbQII")
 _BIG_ENDIAN = sys.byteorder == "big"
@@ -54,7 +54,10 @@ def key_of(value: float) -> int:
 
 def value_of(key: int) -> float:
     """Return the representative (midpoint) value of bucket ``key``."""
-    return 2.0 ** (key / BUCKETS_PER_DOUBLING) * _MID
+    try:
+        return 2.0 ** ((key - 1) / BUCKETS_PER_DOUBLING) * _MID_LOW
+    except OverflowError:  # the last buckets of the float range
+        return sys.float_info.max
 
 
 def bucket_bounds(key: int) -> tuple[float, float]:
@@ -139,7 +142,7 @@ class Sketch:
     def quantile(
         self, q: float, lo: float | None = None, hi: float | None = None
     ) -> float | None:
-        """Return the ``q``-quantile (0 ≤ q ≤ 1), or None when empty.
+        """Return the ``q``-quantile (q is clamped to [0, 1]; NaN raises), or None when empty.
 
         ``lo`` and ``hi`` are the exact minimum and maximum, when known: answers
         are clamped to them, and q=0 / q=1 return them exactly.
@@ -150,6 +153,9 @@ class Sketch:
         self, qs: Sequence[float], lo: float | None = None, hi: float | None = None
     ) -> list[float | None]:
         """Return several quantiles in one pass over the buckets (``qs`` in any order)."""
+        for q in qs:
+            if math.isnan(q):
+                raise ValueError("quantile must be a number between 0 and 1, got nan")
         total = self.count
         if total == 0:
             return [None for _ in qs]
@@ -211,6 +217,11 @@ class Sketch:
         if version != _FORMAT_VERSION or scale != SCALE:
             raise ValueError(f"unsupported sketch format version={version} scale={scale}")
         n = npos + nneg
+        if len(raw) != _HEADER.size + 16 * n:
+            raise ValueError(
+                f"not a holter sketch: {n} buckets announced, {len(raw) - _HEADER.size} bytes "
+                "of bucket data"
+            )
         keys = array("q")
         counts = array("Q")
         start = _HEADER.size

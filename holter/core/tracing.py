@@ -22,14 +22,13 @@ from __future__ import annotations
 
 import contextvars
 import functools
-import inspect
 import random
 import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
-from holter.core.instruments import Histogram
+from holter.core.instruments import Histogram, _is_coroutine_function
 from holter.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -458,7 +457,7 @@ def traced_decorator(
 
     def decorate(fn: Callable[P, R]) -> Callable[P, R]:
         span_name = name or getattr(fn, "__qualname__", getattr(fn, "__name__", "call"))
-        if inspect.iscoroutinefunction(fn):
+        if _is_coroutine_function(fn):
 
             @functools.wraps(fn)
             async def async_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
