@@ -88,30 +88,33 @@ def critical_path(
         root = max(candidates or spans, key=lambda s: (s.end - s.start, -s.start))
 
     segments: list[tuple[_S, int, int]] = []
-    # iterative walk (deep traces must not hit the recursion limit)
-    stack: list[tuple[_S, int]] = [(root, root.end)]
+    # Iterative (deep traces must not hit the recursion limit). Each entry carries the
+    # window the span may occupy on the path: (latest end, earliest start).
+    stack: list[tuple[_S, int, int]] = [(root, root.end, root.start)]
     visited: set[str] = set()
     while stack:
-        span, limit = stack.pop()
+        span, limit, floor = stack.pop()
         if span.span_id in visited:  # a cycle in bad data: stop there
             continue
         visited.add(span.span_id)
+        start = max(span.start, floor)
         t = min(span.end, limit)
-        pending = sorted(children.get(span.span_id, ()), key=lambda c: c.end)
-        chosen: list[tuple[_S, int]] = []
-        while pending and t > span.start:
-            running = [c for c in pending if c.start < t]
-            if not running:
+        # Children by end, latest first. t only decreases, so a child starting at or after
+        # t can never be on the path again and is skipped for good: one pass, O(k log k).
+        kids = sorted(children.get(span.span_id, ()), key=lambda c: c.end, reverse=True)
+        chosen: list[tuple[_S, int, int]] = []
+        for child in kids:
+            if t <= start:
                 break
-            last = max(running, key=lambda c: min(c.end, t))
-            c_end = min(last.end, t)
+            if child.start >= t or child.end <= start:
+                continue
+            c_end = min(child.end, t)
             if c_end < t:
                 segments.append((span, c_end, t))
-            chosen.append((last, c_end))
-            t = max(last.start, span.start)
-            pending.remove(last)
-        if t > span.start:
-            segments.append((span, span.start, t))
+            chosen.append((child, c_end, start))
+            t = max(child.start, start)
+        if t > start:
+            segments.append((span, start, t))
         stack.extend(chosen)
     return _steps(segments)
 

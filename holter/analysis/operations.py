@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from holter.analysis.critical_path import self_times
+from holter.core.registry import tag_value
 from holter.errors import QueryError
 from holter.store import query as q
 from holter.store.sqlite import Store
@@ -49,9 +50,10 @@ def operations(
     for members in by_trace.values():
         own = self_times(members)
         for s in members:
-            selfs.setdefault(s["name"], []).append(own[s["span_id"]])
+            name = tag_value(s["name"])  # as the span.duration tag stores it (cut)
+            selfs.setdefault(name, []).append(own[s["span_id"]])
             if s["status"] == "error":
-                errors[s["name"]] = errors.get(s["name"], 0) + 1
+                errors[name] = errors.get(name, 0) + 1
     rows = []
     for g in groups:
         name = g.group.get("name", "")

@@ -24,6 +24,7 @@ from holter.core._cells import CounterCell, GaugeCell, HistogramCell, load_numpy
 from holter.core.instruments import Gauge, Histogram, Instrument
 from holter.core.registry import Registry
 from holter.core.tracing import Tracer
+from holter.errors import StoreError
 from holter.model import Batch, Point, SeriesKey
 
 logger = logging.getLogger("holter")
@@ -172,7 +173,7 @@ class Collector:
                 batch = self._pending[0]
                 try:
                     self.sink.write(batch)
-                except Exception as exc:
+                except StoreError as exc:
                     text = str(exc)
                     if text != self.last_error:
                         logger.warning(
@@ -183,6 +184,12 @@ class Collector:
                         )
                     self.last_error = text
                     return False
+                except Exception as exc:  # a bug or bad data: retrying would block forever
+                    self._pending.popleft()
+                    self._pending_points -= batch.size
+                    self.registry.count_drop("write_error", max(batch.size, 1), repr(exc))
+                    logger.warning("holter dropped a batch it could not write: %r", exc)
+                    continue
                 self._pending.popleft()
                 self._pending_points -= batch.size
             if self.last_error is not None:
@@ -223,6 +230,11 @@ class Collector:
         t_start = self._last_ns
         self._last_ns = t_end
         batch = Batch(t_start, t_end)
+        if self.tracer is not None:  # first: draining feeds span.duration, collected below
+            batch.spans = self.tracer.drain()
+        if self.extra_spans:
+            batch.spans.extend(self.extra_spans)
+            self.extra_spans = []
         points = batch.points
         keys = self._keys
         numpy_checked = False
@@ -241,11 +253,6 @@ class Collector:
                     key = keys[cell] = _series_key(instrument, cell)
                 point.key = key
                 points.append(point)
-        if self.tracer is not None:
-            batch.spans = self.tracer.drain()
-        if self.extra_spans:
-            batch.spans.extend(self.extra_spans)
-            self.extra_spans = []
         return batch
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextvars
 import functools
+import os
 import random
 import threading
 import time
@@ -53,8 +54,13 @@ STATUS_UNFINISHED = "unfinished"
 _current: contextvars.ContextVar[Span | SpanContext | None] = contextvars.ContextVar(
     "holter_current_span", default=None
 )
-_getrandbits = random.getrandbits
-_random = random.random
+# A private generator seeded from the OS: a program calling random.seed(n) must not make
+# holter repeat ids; re-seeded in forked children.
+_rng = random.Random()
+_getrandbits = _rng.getrandbits
+_random = _rng.random
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_rng.seed)
 _time_ns = time.time_ns
 _perf_ns = time.perf_counter_ns
 
@@ -111,6 +117,54 @@ def clean_tag(value: object) -> str | int | float | bool:
     return text
 
 
+def _trim(tags: dict[str, Any]) -> dict[str, Any]:
+    kept = dict(list(tags.items())[:MAX_TAGS])
+    kept["holter.truncated"] = len(tags) - MAX_TAGS
+    return kept
+
+
+def _safe_str(value: object) -> str:
+    try:
+        return str(value)
+    except Exception:
+        return f"<unprintable {type(value).__name__}>"
+
+
+def error_type(exc: BaseException) -> str:
+    """``ValueError`` for built-ins, ``module.Qualified`` for anything else."""
+    cls = type(exc)
+    module = getattr(cls, "__module__", "builtins")
+    return cls.__qualname__ if module == "builtins" else f"{module}.{cls.__qualname__}"
+
+
+def _is_failure(exc: BaseException) -> bool:
+    """Whether an exception leaving a span marks it as an error.
+
+    ``Exception`` does; so do ``KeyboardInterrupt`` and a non-zero ``SystemExit``.
+    ``GeneratorExit``, a task's cancellation and ``SystemExit(0)`` are normal ends.
+    """
+    if isinstance(exc, Exception):
+        return exc.__class__.__name__ != "CancelledError"
+    if isinstance(exc, SystemExit):
+        return exc.code not in (None, 0)
+    return not isinstance(exc, GeneratorExit)
+
+
+def _first_open(span: Span | SpanContext | None) -> Span | SpanContext | None:
+    """``span``, or the nearest enclosing span still inside its ``with`` block.
+
+    A span exited out of order (its ``with`` ended while a child's was still open) must
+    not stay current once the child exits: its own ``_prev`` leads further out.
+    """
+    seen = 0
+    while span is not None and span.__class__ is Span and hasattr(span, "_prev"):
+        span = span._prev  # type: ignore[union-attr]
+        seen += 1
+        if seen > 10_000:  # a cycle cannot happen, but never loop forever
+            return None
+    return span
+
+
 class Span:
     """One timed operation. Use as a context manager, or call :meth:`end` yourself."""
 
@@ -118,6 +172,7 @@ class Span:
     # default to the class attributes below: creating a span assigns 8 slots.
     __slots__ = (
         "__dict__",
+        "_prev",
         "_t0",
         "_token",
         "_tracer",
@@ -158,6 +213,8 @@ class Span:
             if parent.__class__ is SpanContext and parent.remote:  # type: ignore[union-attr]
                 self.remote_parent = True
         span_id = self.span_id = _getrandbits(64) or 1
+        if len(tags) > MAX_TAGS:
+            tags = _trim(tags)
         self.tags = tags
         self.duration_ns: int | None = None
         self._token: contextvars.Token[Any] | None = None
@@ -167,7 +224,12 @@ class Span:
     # -- recording ---------------------------------------------------------------------
 
     def set_tag(self, key: str, value: object) -> Span:
-        """Set a tag (str/int/float/bool kept; anything else stored by ``repr``)."""
+        """Set a tag (str/int/float/bool kept; anything else stored by ``repr``).
+
+        Once the span has ended it no longer changes.
+        """
+        if self.duration_ns is not None:
+            return self
         tags = self.tags
         if len(tags) >= MAX_TAGS and key not in tags:
             tags["holter.truncated"] = int(tags.get("holter.truncated", 0)) + 1
@@ -176,7 +238,11 @@ class Span:
         return self
 
     def log(self, message: str, **fields: object) -> Span:
-        """Record a timestamped event on the span."""
+        """Record a timestamped event on the span (ignored once the span has ended)."""
+        if self.duration_ns is not None:
+            return self
+        if len(fields) > MAX_TAGS:
+            fields = _trim(fields)
         events = self.events
         if events is None:
             events = self.events = []
@@ -188,11 +254,13 @@ class Span:
 
     def set_error(self, exc: BaseException | str, message: str | None = None) -> Span:
         """Mark the span as failed (an exception, or a type name and message)."""
+        if self.duration_ns is not None:
+            return self
         self.status = STATUS_ERROR
         if isinstance(exc, BaseException):
-            self.error = (type(exc).__qualname__, str(exc))
+            self.error = (error_type(exc), _safe_str(exc))
         else:
-            self.error = (str(exc), message or "")
+            self.error = (_safe_str(exc), message or "")
         return self
 
     @property
@@ -242,16 +310,28 @@ class Span:
         return self
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
-        if exc is not None and self.status != STATUS_ERROR:
+        if exc is not None and self.status != STATUS_ERROR and _is_failure(exc):
             self.set_error(exc)
         self.end()
         token = self._token
-        if token is not None:
-            self._token = None
-            try:  # noqa: SIM105 - contextlib.suppress costs ~0.3 µs on every span
+        if token is None:
+            return
+        self._token = None
+        previous = token.old_value
+        self._prev = None if previous is token.MISSING else previous
+        if _current.get() is not self:
+            # Exited out of order (a parent before its child), or in another task: leave
+            # the current span alone; the child's own exit will skip ended spans.
+            return
+        if previous is token.MISSING or previous is None or previous.__class__ is not Span or (
+            not hasattr(previous, "_prev")  # the enclosing span has not exited its `with`
+        ):
+            try:
                 _current.reset(token)
-            except ValueError:  # entered in another context (e.g. another task): leave it
-                pass
+            except ValueError:  # entered in another context: set it back by value instead
+                _current.set(None if previous is token.MISSING else previous)
+            return
+        _current.set(_first_open(previous))  # type: ignore[arg-type]
 
     async def __aenter__(self) -> Span:
         return self.__enter__()
@@ -339,8 +419,15 @@ class Tracer:
         return Span(self, name, parent, tags if tags is not None else {})
 
     def overflow(self, span: Span) -> None:
-        """A finished span found the buffer full: count it (its duration is lost too)."""
+        """A finished span found the buffer full: count the drop, keep its duration."""
         self.registry.count_drop("span_buffer_full", 1, span.name)
+        self._duration_cell(span.name).observe_many([span.duration_ns / 1e9])  # type: ignore[operator]
+
+    def _duration_cell(self, name: str) -> Any:
+        cell = self._duration_cells.get(name)
+        if cell is None:
+            cell = self._duration_cells[name] = self._durations.bind(name=name)
+        return cell
 
     # -- the collector's side ------------------------------------------------------------
 
@@ -377,12 +464,8 @@ class Tracer:
                 ))
             else:
                 self._hold(span, out)
-        cells = self._duration_cells
         for name, values in durations.items():
-            cell = cells.get(name)
-            if cell is None:
-                cell = cells[name] = self._durations.bind(name=name)
-            cell.observe_many([v / 1e9 for v in values])
+            self._duration_cell(name).observe_many([v / 1e9 for v in values])
         self.anchor()
         return out
 
@@ -500,9 +583,9 @@ def _bootstrap_inner(self: threading.Thread) -> None:
 
 
 def _wrap_for_pool(fn: Callable[..., Any]) -> Callable[..., Any]:
-    span = _current.get()
-    if span is None or not _propagation["enabled"]:
+    if not _propagation["enabled"]:
         return fn
+    span = _current.get()
 
     def run_in_span(*args: Any, **kwargs: Any) -> Any:
         token = _current.set(span)
@@ -532,7 +615,12 @@ def install_thread_propagation() -> None:
 
     @functools.wraps(original_submit)
     def submit(self: Any, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
-        return original_submit(self, _wrap_for_pool(fn), *args, **kwargs)
+        wrapped = _wrap_for_pool(fn)
+        token = _current.set(None)  # a worker thread started here must not keep this span
+        try:
+            return original_submit(self, wrapped, *args, **kwargs)
+        finally:
+            _current.reset(token)
 
     cft.ThreadPoolExecutor.submit = submit  # type: ignore[method-assign]
 

@@ -511,36 +511,43 @@ def traces(
     to last end over all its spans), span count, errors and unfinished spans.
     """
     start_ns, end_ns = time_range(window, start, end)
-    sql = (
-        "SELECT trace_id, root_span_id, root_name, start_ns, root_duration_ns, root_kind "
-        "FROM trace_parts WHERE root_kind > 0 AND start_ns > ? AND start_ns <= ?"
-    )
+    where = "root_kind > 0 AND start_ns > ? AND start_ns <= ?"
     args: list[Any] = [start_ns, end_ns]
     if name:
         glob = bool(_GLOB_CHARS & set(name))
-        sql += " AND root_name GLOB ?" if glob else " AND instr(root_name, ?) > 0"
+        where += " AND root_name GLOB ?" if glob else " AND instr(root_name, ?) > 0"
         args.append(name)
     with store.reading() as conn:
         run_ids = _run_filter(conn, run, app)
         if run_ids is not None:
             if not run_ids:
                 return []
-            sql += f" AND run_id IN ({','.join('?' * len(run_ids))})"
+            where += f" AND run_id IN ({','.join('?' * len(run_ids))})"
             args.extend(run_ids)
         if errors:
-            sql += (
+            where += (
                 " AND trace_id IN (SELECT trace_id FROM trace_parts WHERE errors > 0 "
                 "AND start_ns > ? AND start_ns <= ?)"
             )
             args.extend([start_ns - 86400 * NS, end_ns + 86400 * NS])
-        sql += " ORDER BY root_duration_ns DESC" if slowest else " ORDER BY start_ns DESC"
-        sql += " LIMIT ?"
-        args.append(int(limit) * 4)
+        # one row per trace (a trace continued by a remote caller has several root parts)
+        order = "MAX(root_duration_ns)" if slowest else "MAX(start_ns)"
+        ids = [r[0] for r in conn.execute(
+            f"SELECT trace_id FROM trace_parts WHERE {where} GROUP BY trace_id "
+            f"ORDER BY {order} DESC LIMIT ?",
+            [*args, int(limit)],
+        )]
         best: dict[str, tuple[Any, ...]] = {}
-        for row in conn.execute(sql, args):
-            seen = best.get(row[0])
-            if seen is None or (row[5], row[4]) > (seen[5], seen[4]):
-                best[row[0]] = row
+        for chunk in _chunks(ids):  # type: ignore[arg-type]
+            for row in conn.execute(
+                "SELECT trace_id, root_span_id, root_name, start_ns, root_duration_ns, root_kind "
+                f"FROM trace_parts WHERE root_kind > 0 AND trace_id IN "
+                f"({','.join('?' * len(chunk))})",
+                list(chunk),
+            ):
+                seen = best.get(row[0])
+                if seen is None or (row[5], row[4]) > (seen[5], seen[4]):
+                    best[row[0]] = row
         totals = _trace_totals(conn, list(best))
     out = []
     for trace_id, root in best.items():

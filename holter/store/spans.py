@@ -39,7 +39,19 @@ REMOTE_ROOT = 1
 _M64 = (1 << 64) - 1
 _BIG = sys.byteorder == "big"
 _PLAIN = frozenset((str, int, bool))
-_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=repr).encode
+# ensure_ascii: text with lone surrogates (undecodable file names) must still encode
+_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True, default=repr).encode
+
+
+def safe_text(text: str | None) -> str | None:
+    """``text`` with lone surrogates replaced, so SQLite can store it as UTF-8."""
+    if text is None or text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "replace").decode("utf-8")
+    return text
 
 
 def _clean_tags(tags: dict[Any, Any]) -> dict[str, Any]:
@@ -95,7 +107,7 @@ def encode_chunk(records: Sequence[tuple[Any, ...]]) -> bytes:
         "errors": {i: [t, clean_tag(m) if m else m] for i, (t, m) in
                    enumerate(zip(etypes, emsgs, strict=True)) if t is not None},
     }
-    meta_bytes = _encode(meta).encode("utf-8")
+    meta_bytes = _encode(meta).encode("ascii")
     body = b"".join((
         _u64(t >> 64 for t in traces),
         _u64(t & _M64 for t in traces),
@@ -208,7 +220,8 @@ def write_spans(conn: sqlite3.Connection, run_id: int, records: Sequence[tuple[A
             "VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
             [
                 ("%032x" % trace, chunk_id, run_id, p[0], p[1], p[2], p[3], p[4],  # noqa: UP031
-                 None if p[5] is None else "%016x" % p[5], p[6], p[7], p[8])  # noqa: UP031
+                 None if p[5] is None else "%016x" % p[5], safe_text(p[6]), p[7],  # noqa: UP031
+                 p[8])
                 for trace, p in parts.items()
             ],
         )

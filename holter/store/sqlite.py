@@ -27,7 +27,7 @@ from holter.core.sketch import Sketch, merge_bytes
 from holter.errors import SchemaError, StoreError
 from holter.model import Batch, SeriesKey
 from holter.store import schema
-from holter.store.spans import write_spans
+from holter.store.spans import safe_text, write_spans
 
 SQLITE_HEADER = b"SQLite format 3\x00"
 MINUTE_NS = 60 * 1_000_000_000
@@ -197,8 +197,8 @@ class Store:
                 cur = conn.execute(
                     "INSERT INTO runs(app, version, argv, pid, host, python, started_ns, "
                     "last_flush_ns, parent_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (app, version, json.dumps(list(argv)), pid, host, python, started_ns,
-                     started_ns, parent_id),
+                    (safe_text(app), safe_text(version), json.dumps(list(argv)), pid,
+                     safe_text(host), python, started_ns, started_ns, parent_id),
                 )
                 return int(cur.lastrowid)  # type: ignore[arg-type]
         except sqlite3.Error as exc:
@@ -213,7 +213,7 @@ class Store:
                 conn.execute(
                     "UPDATE runs SET ended_ns = ?, last_flush_ns = MAX(last_flush_ns, ?), "
                     "exit_status = ?, exit_info = ? WHERE id = ?",
-                    (ended_ns, ended_ns, exit_status, exit_info, run_id),
+                    (ended_ns, ended_ns, exit_status, safe_text(exit_info), run_id),
                 )
         except sqlite3.Error as exc:
             raise _busy_or_error(exc, self.path) from None
