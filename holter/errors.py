@@ -24,6 +24,14 @@ class StoreError(HolterError):
     """Raised when the store file cannot be opened, read or written."""
 
 
+class NotAStore(StoreError):
+    """Raised when a path holds no holter store and cannot hold one.
+
+    A file of another program, a directory, a missing directory, or no file where one
+    must exist.
+    """
+
+
 class SchemaError(StoreError):
     """Raised when a store was written by a holter with a newer schema."""
 

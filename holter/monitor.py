@@ -36,7 +36,7 @@ from holter.core.tracing import (
     install_thread_propagation,
     traced_decorator,
 )
-from holter.errors import StoreError
+from holter.errors import NotAStore, SchemaError, StoreError
 from holter.model import Batch, WindowStats
 from holter.store import query as q
 from holter.store.sqlite import Store
@@ -121,6 +121,7 @@ class Monitor:
                 logger.warning("holter: %s; recording in memory and retrying at each flush", exc)
         _live.add(self)
         if start:
+            install_exit_hooks()
             self.collector.start()
             atexit.register(_stop_at_exit, weakref.ref(self))
 
@@ -318,8 +319,8 @@ class Monitor:
 
 
 def _is_config_problem(exc: StoreError) -> bool:
-    text = str(exc)
-    return "not a holter store" in text or "another program" in text or "schema" in text
+    """A wrong path or a newer schema: the user must fix it, so ``start`` raises."""
+    return isinstance(exc, NotAStore | SchemaError)
 
 
 def _stop_at_exit(ref: weakref.ref[Monitor]) -> None:

@@ -57,14 +57,15 @@ def traces_cmd(slowest: int | None, errors: bool, name: str | None, since: str, 
     with open_store(db) as store:
         found = q.traces(store, since, slowest=slowest is not None, errors=errors, name=name,
                          run=run, app=app, limit=slowest or limit)
-        summary = q.trace_summary(store, since)
+        summary = q.trace_summary(store, since, run=run, app=app)
     if as_json:
         emit_json({"summary": summary, "traces": found})
         return
     mean = fmt_ns(summary["mean_duration_ns"])
     spans = summary["mean_spans"]
+    scope = f" of run {run}" if run is not None else f" of app {app}" if app else ""
     console().print(
-        f"{summary['traces']} traces in the last {since}: {summary['completed']} completed, "
+        f"{summary['traces']} traces{scope} in the last {since}: {summary['completed']} completed, "
         f"{summary['active']} without their root yet, {summary['with_errors']} with errors; "
         f"mean duration {mean}, mean {spans or 0:.1f} spans"
     )

@@ -584,41 +584,52 @@ def trace_summary(
     *,
     start: datetime | str | float | None = None,
     end: datetime | str | float | None = None,
+    run: int | None = None,
+    app: str | None = None,
 ) -> dict[str, Any]:
-    """Counts over the traces whose root started in the window.
+    """Counts over the traces whose root started in the window (spans of a run/app only).
 
     ``completed``: traces whose local root span ended and was stored; ``active``:
     traces among the newest :data:`RECENT_PARTS` stored parts whose root is not stored
     yet (still running, or their root lives in a process that has not flushed).
     """
     start_ns, end_ns = time_range(window, start, end)
+    empty = {"start_ns": start_ns, "end_ns": end_ns, "traces": 0, "completed": 0, "active": 0,
+             "mean_duration_ns": None, "mean_spans": None, "with_errors": 0}
     with store.reading() as conn:
+        run_ids = _run_filter(conn, run, app)
+        if run_ids is not None and not run_ids:
+            return empty
+        only = f" AND run_id IN ({','.join('?' * len(run_ids))})" if run_ids else ""
+        extra = list(run_ids or ())
+        window_args = [start_ns, end_ns, *extra]
         completed, mean_duration = conn.execute(
             "SELECT COUNT(DISTINCT trace_id), AVG(CASE WHEN root_kind = 2 "
             "THEN root_duration_ns END) FROM trace_parts "
-            "WHERE root_kind > 0 AND start_ns > ? AND start_ns <= ?",
-            (start_ns, end_ns),
+            f"WHERE root_kind > 0 AND start_ns > ? AND start_ns <= ?{only}",
+            window_args,
         ).fetchone()
         total_spans = conn.execute(
             "SELECT SUM(spans) FROM trace_parts WHERE trace_id IN (SELECT trace_id FROM "
-            "trace_parts WHERE root_kind > 0 AND start_ns > ? AND start_ns <= ?)",
-            (start_ns, end_ns),
+            f"trace_parts WHERE root_kind > 0 AND start_ns > ? AND start_ns <= ?{only}){only}",
+            [*window_args, *extra],
         ).fetchone()[0]
         with_errors = conn.execute(
             "SELECT COUNT(DISTINCT trace_id) FROM trace_parts WHERE errors > 0 "
-            "AND start_ns > ? AND start_ns <= ?",
-            (start_ns, end_ns),
+            f"AND start_ns > ? AND start_ns <= ?{only}",
+            window_args,
         ).fetchone()[0]
         newest = conn.execute("SELECT MAX(rowid) FROM trace_parts").fetchone()[0] or 0
         active = conn.execute(
             "SELECT COUNT(DISTINCT r.trace_id) FROM trace_parts r WHERE r.rowid > ? "
-            "AND r.start_ns > ? AND r.start_ns <= ? AND NOT EXISTS (SELECT 1 FROM trace_parts "
-            "s WHERE s.trace_id = r.trace_id AND s.root_kind > 0)",
-            (newest - RECENT_PARTS, start_ns, end_ns),
+            "AND r.start_ns > ? AND r.start_ns <= ? "
+            + (f"AND r.run_id IN ({','.join('?' * len(extra))}) " if extra else "")
+            + "AND NOT EXISTS (SELECT 1 FROM trace_parts s WHERE s.trace_id = r.trace_id "
+            "AND s.root_kind > 0)",
+            (newest - RECENT_PARTS, start_ns, end_ns, *extra),
         ).fetchone()[0]
     return {
-        "start_ns": start_ns,
-        "end_ns": end_ns,
+        **empty,
         "traces": (completed or 0) + (active or 0),
         "completed": completed or 0,
         "active": active or 0,

@@ -24,7 +24,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from holter.core.sketch import Sketch, merge_bytes
-from holter.errors import SchemaError, StoreError
+from holter.errors import NotAStore, SchemaError, StoreError
 from holter.model import Batch, SeriesKey
 from holter.store import schema
 from holter.store.spans import safe_text, write_spans
@@ -410,27 +410,27 @@ def first_rowid_at(conn: sqlite3.Connection, table: str, column: str, cut: int) 
 def _check_file(path: str, create: bool) -> None:
     if not os.path.exists(path):
         if not create:
-            raise StoreError(
+            raise NotAStore(
                 f"no holter store at {path!r}; record something first (for example "
                 "`holter demo`), or pass --db / set HOLTER_DB to the store's path"
             )
         parent = os.path.dirname(os.path.abspath(path))
         if not os.path.isdir(parent):
-            raise StoreError(
+            raise NotAStore(
                 f"cannot create store {path!r}: directory {parent!r} does not exist"
             )
         return
     if os.path.isdir(path):
-        raise StoreError(f"{path!r} is a directory, not a holter store file")
+        raise NotAStore(f"{path!r} is a directory, not a holter store file")
     try:
         with open(path, "rb") as fh:
             head = fh.read(len(SQLITE_HEADER))
     except OSError as exc:
-        raise StoreError(f"cannot read store {path!r}: {exc.strerror or exc}") from None
+        raise NotAStore(f"cannot read store {path!r}: {exc.strerror or exc}") from None
     if head and head != SQLITE_HEADER:
-        raise StoreError(f"{path!r} is not a holter store (it is not an SQLite database)")
+        raise NotAStore(f"{path!r} is not a holter store (it is not an SQLite database)")
     if not head and not create:
-        raise StoreError(f"{path!r} is empty, not a holter store")
+        raise NotAStore(f"{path!r} is empty, not a holter store")
 
 
 def _check_holter(conn: sqlite3.Connection, path: str) -> None:
@@ -441,7 +441,7 @@ def _check_holter(conn: sqlite3.Connection, path: str) -> None:
     if not tables:
         return
     if "holter_meta" not in tables:
-        raise StoreError(
+        raise NotAStore(
             f"{path!r} is an SQLite database of another program, not a holter store; "
             "pass another --db path"
         )
