@@ -87,6 +87,7 @@ class Monitor:
         self.config = config if config is not None else Config.resolve(**settings)
         self.registry = Registry(strict=self.config.strict, max_series=self.config.max_series)
         self._instruments = self.registry.instruments
+        self._plain_timers: dict[str, Callable[[float], None]] = {}
         self._store: Store | None = None
         self._store_lock = threading.RLock()
         self.run_id: int | None = None
@@ -171,10 +172,17 @@ class Monitor:
 
         Seconds unless ``unit`` (``ms``, ``us``, ``ns``) says otherwise.
         """
+        if not tags and unit is None:
+            observe = self._plain_timers.get(name)
+            if observe is not None:  # the common case, kept cheap: one lookup, one object
+                return Timer(observe)
         inst = self._instruments.get(name)
         if inst is None or inst.kind != "histogram" or (unit is not None and unit != inst.unit):
             inst = self._timer_histogram(name, unit)
-        return inst.time(**tags)  # type: ignore[attr-defined]
+        timer = inst.time(**tags)  # type: ignore[attr-defined]
+        if not tags and unit is None and type(timer) is Timer:
+            self._plain_timers[name] = timer._observe
+        return timer
 
     def timed(
         self, name: str, unit: str | None = None, **tags: object

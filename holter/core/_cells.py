@@ -18,14 +18,16 @@ Recording never raises for a bad value outside strict mode: the cell calls its
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import math
+import operator
 import threading
 from array import array
 from collections.abc import Callable
 from typing import Any
 
-from holter.core.sketch import BUCKETS_PER_DOUBLING, Sketch
+from holter.core.sketch import BUCKETS_PER_DOUBLING, MAX_BINS, Sketch, collapse
 
 BUFFER_CAP = 8192
 """Values a histogram or counter buffer holds before the recording thread folds it."""
@@ -284,10 +286,14 @@ class HistogramStats:
 class HistogramCell:
     """A distribution: ``observe(value)``."""
 
-    __slots__ = ("_bad", "_buf", "_lock", "_stats", "observe", "tags")
+    __slots__ = ("_bad", "_buf", "_full", "_lock", "_on_full", "_stats", "observe", "tags")
 
     def __init__(
-        self, tags: tuple[tuple[str, str], ...], on_bad: OnBad, strict: bool = False
+        self,
+        tags: tuple[tuple[str, str], ...],
+        on_bad: OnBad,
+        strict: bool = False,
+        on_full: Callable[[HistogramCell], None] | None = None,
     ) -> None:
         self.tags = tags
         buf = array("d")
@@ -295,8 +301,10 @@ class HistogramCell:
         self._lock = threading.Lock()
         self._stats = HistogramStats()
         self._bad = on_bad
+        self._full: array | None = None
+        self._on_full = on_full
         append = buf.append
-        fold = self.fold
+        fold = self._buffer_full
 
         if strict:
 
@@ -337,22 +345,53 @@ class HistogramCell:
         if len(self._buf) >= BUFFER_CAP:
             self.fold()
 
-    def fold(self) -> None:
-        """Move buffered values into the interval statistics."""
+    def _buffer_full(self) -> None:
+        """The recording thread filled the buffer: hand it to the collector.
+
+        The full buffer is swapped out (a copy of at most BUFFER_CAP doubles) and the
+        collector is woken to fold it. If the previous hand-off has not been folded
+        yet, the recording thread folds this one itself, so memory stays bounded.
+        """
+        hand_off = False
+        bad = 0
         with self._lock:
             buf = self._buf
             n = len(buf)
-            if not n:
+            if n < BUFFER_CAP:  # another thread got here first
                 return
             chunk = buf[:n]
             del buf[:n]
-            bad = fold_into(self._stats, chunk)
+            if self._full is None and self._on_full is not None:
+                self._full = chunk
+                hand_off = True
+            else:
+                bad = fold_into(self._stats, chunk)
+        if hand_off:
+            self._on_full(self)  # type: ignore[misc]
+        elif bad:
+            self._bad(math.nan, "not_finite", bad)
+
+    def fold(self) -> None:
+        """Move buffered values (and a handed-off buffer) into the interval statistics."""
+        bad = 0
+        with self._lock:
+            full = self._full
+            if full is not None:
+                self._full = None
+                bad += fold_into(self._stats, full)
+            buf = self._buf
+            n = len(buf)
+            if n:
+                chunk = buf[:n]
+                del buf[:n]
+                bad += fold_into(self._stats, chunk)
         if bad:
             self._bad(math.nan, "not_finite", bad)
 
     def pending(self) -> int:
-        """Number of values waiting in the buffer."""
-        return len(self._buf)
+        """Number of values waiting to be folded."""
+        full = self._full
+        return len(self._buf) + (len(full) if full is not None else 0)
 
     def collect(self) -> HistogramStats | None:
         """Fold what is buffered and return the interval's statistics (None if empty)."""
@@ -368,6 +407,7 @@ class HistogramCell:
         """Forget values recorded before a fork: the parent flushes those."""
         self._lock = threading.Lock()
         del self._buf[:]
+        self._full = None
         self._stats = HistogramStats()
 
 
@@ -380,32 +420,64 @@ def fold_into(stats: HistogramStats, chunk: array) -> int:
 
 
 def _fold_python(stats: HistogramStats, chunk: array) -> int:
+    """Fold without numpy: sort once (C), then one step per sketch bucket, not per value."""
     values = chunk.tolist()
-    finite = list(filter(math.isfinite, values))
-    bad = len(values) - len(finite)
+    total = sum(values)
+    if total - total == 0.0:  # no NaN or infinity (they would make the sum one)
+        finite = values
+        bad = 0
+    else:
+        finite = list(filter(math.isfinite, values))
+        bad = len(values) - len(finite)
+        total = sum(finite)
     n = len(finite)
     if not n:
         return bad
-    try:
-        total = math.fsum(finite)
-    except OverflowError:  # finite values whose sum leaves the float range
-        total = sum(finite)
+    finite.sort()
     mean = total / n
-    try:
-        m2 = math.fsum([(v - mean) * (v - mean) for v in finite])
-    except OverflowError:
-        m2 = _INF
-    lo = min(finite)
-    hi = max(finite)
-    stats.add_batch(n, total, lo, hi, m2)
+    deviations = list(map(mean.__rsub__, finite))  # v - mean
+    m2 = sum(map(operator.mul, deviations, deviations))
+    stats.add_batch(n, total, finite[0], finite[-1], m2)
     sketch = stats.sketch
-    if lo > 0:
-        sketch.add_positive_values(finite)
-    else:
-        add = sketch.add
-        for v in finite:
-            add(v)
+    first_pos = bisect.bisect_right(finite, 0.0)
+    first_zero = bisect.bisect_left(finite, 0.0, 0, first_pos)
+    sketch.zero += first_pos - first_zero
+    if first_pos < n:
+        _count_sorted_positive(sketch.pos, finite, first_pos, n)
+    if first_zero:
+        magnitudes = [-v for v in reversed(finite[:first_zero])]  # ascending magnitudes
+        _count_sorted_positive(sketch.neg, magnitudes, 0, len(magnitudes))
+    for store in (sketch.pos, sketch.neg):
+        if len(store) > MAX_BINS:
+            collapse(store)
     return bad
+
+
+_BELOW = 1.0 - 1e-9
+_ABOVE = 1.0 + 1e-9
+
+
+def _count_sorted_positive(store: dict[int, int], values: list[float], i: int, n: int) -> None:
+    """Add sorted positive ``values[i:n]`` to ``store``, finding each bucket's end by bisection."""
+    scale = BUCKETS_PER_DOUBLING
+    log2 = math.log2
+    ceil = math.ceil
+    right = bisect.bisect_right
+    get = store.get
+    while i < n:
+        k = ceil(log2(values[i]) * scale)
+        bound = 2.0 ** (k / scale)
+        j = right(values, bound, i, n)
+        # The computed bound can be off by an ulp: near it, settle the edge on the keys
+        # themselves (the same formula as the numpy path), elsewhere trust the bisection.
+        if values[j - 1] > bound * _BELOW:
+            while j > i + 1 and ceil(log2(values[j - 1]) * scale) > k:
+                j -= 1
+        if j < n and values[j] < bound * _ABOVE:
+            while j < n and ceil(log2(values[j]) * scale) <= k:
+                j += 1
+        store[k] = get(k, 0) + (j - i)
+        i = j
 
 
 def _fold_numpy(np: Any, stats: HistogramStats, chunk: array) -> int:

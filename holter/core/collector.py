@@ -63,6 +63,7 @@ class Collector:
         self._thread: threading.Thread | None = None
         self.tracer: Tracer | None = None
         self.extra_spans: list[tuple[Any, ...]] = []
+        registry.wake = self.wake
         self._last_ns = _clock.time_ns()
         self._warned_slow = False
         self._flush_seconds = registry.define(
@@ -98,6 +99,7 @@ class Collector:
             try:
                 if wake.is_set():
                     wake.clear()
+                    self.fold_requested()
                     self.flush_spans()
                 now = _clock.monotonic_ns()
                 if now >= next_flush:
@@ -205,6 +207,14 @@ class Collector:
             dropped = self._pending.popleft()
             self._pending_points -= dropped.size
             self.registry.count_drop("store_error", dropped.size, "a batch of points and spans")
+
+    def fold_requested(self) -> None:
+        """Fold the histogram buffers that recording threads handed over."""
+        requests = self.registry.take_fold_requests()
+        if requests:
+            load_numpy()  # a busy histogram: the vectorised fold pays for the import
+            for cell in requests:
+                cell.fold()
 
     def flush_spans(self) -> bool:
         """Write finished spans now, without closing the metrics interval."""

@@ -264,12 +264,15 @@ class Timer:
     def __init__(self, observe: Callable[[float], None]) -> None:
         self._observe = observe
 
-    def __enter__(self) -> Timer:
-        self._start = _perf_counter()
+    def __enter__(self, _clock: Callable[[], float] = _perf_counter) -> Timer:
+        self._start = _clock()
         return self
 
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        elapsed = self.elapsed = _perf_counter() - self._start
+    def __exit__(
+        self, exc_type: object, exc: object, tb: object,
+        _clock: Callable[[], float] = _perf_counter,
+    ) -> None:
+        elapsed = self.elapsed = _clock() - self._start
         self._observe(elapsed)
 
     def __getattr__(self, name: str) -> Any:

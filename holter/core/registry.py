@@ -136,7 +136,8 @@ class Registry:
         self.instruments: dict[str, Instrument] = {}
         self.lock = threading.RLock()
         self._logged: set[str] = set()
-        self.on_new_series: Callable[[], None] | None = None
+        self._fold_requests: list[HistogramCell] = []
+        self.wake: Callable[[], None] | None = None
         from holter.core.instruments import Counter
 
         self._dropped = Counter(self, "holter.dropped", None, "Recorded values dropped, by reason.")
@@ -188,7 +189,22 @@ class Registry:
             return CounterCell(tags, on_bad)
         if kind == "gauge":
             return GaugeCell(tags, on_bad)
-        return HistogramCell(tags, on_bad, strict=self.strict)
+        return HistogramCell(tags, on_bad, strict=self.strict, on_full=self.request_fold)
+
+    def request_fold(self, cell: HistogramCell) -> None:
+        """A histogram buffer filled up: queue it for the collector and wake it."""
+        self._fold_requests.append(cell)
+        wake = self.wake
+        if wake is not None:
+            wake()
+
+    def take_fold_requests(self) -> list[HistogramCell]:
+        """The cells waiting for the collector to fold them (the queue is emptied)."""
+        requests = self._fold_requests
+        n = len(requests)
+        taken = requests[:n]
+        del requests[:n]
+        return taken
 
     def overflowed(self, metric: str) -> None:
         """Count a recording sent to ``metric``'s overflow series (logged once per metric)."""

@@ -84,12 +84,12 @@ class Sketch:
             k = _ceil(_log2(value) * BUCKETS_PER_DOUBLING)
             self.pos[k] = self.pos.get(k, 0) + count
             if len(self.pos) > MAX_BINS:
-                _collapse(self.pos)
+                collapse(self.pos)
         elif value < 0:
             k = _ceil(_log2(-value) * BUCKETS_PER_DOUBLING)
             self.neg[k] = self.neg.get(k, 0) + count
             if len(self.neg) > MAX_BINS:
-                _collapse(self.neg)
+                collapse(self.neg)
         else:
             self.zero += count
 
@@ -99,7 +99,7 @@ class Sketch:
         for k, c in zip(keys, counts, strict=True):
             store[k] = get(k, 0) + c
         if len(store) > MAX_BINS:
-            _collapse(store)
+            collapse(store)
 
     def add_positive_values(self, values: Sequence[float]) -> None:
         """Count many positive values (pure Python; the collector's batch path)."""
@@ -109,7 +109,7 @@ class Sketch:
         for k in map(_ceil, map(scale, map(_log2, values))):
             store[k] = get(k, 0) + 1
         if len(store) > MAX_BINS:
-            _collapse(store)
+            collapse(store)
 
     def merge(self, other: Sketch) -> None:
         """Add every count of ``other`` into this sketch."""
@@ -118,7 +118,7 @@ class Sketch:
             for k, c in theirs.items():
                 mine[k] = get(k, 0) + c
             if len(mine) > MAX_BINS:
-                _collapse(mine)
+                collapse(mine)
         self.zero += other.zero
 
     def copy(self) -> Sketch:
@@ -265,11 +265,11 @@ def merge_bytes(blobs: Iterable[bytes | None]) -> Sketch:
         merged.zero += part.zero
     for store in (pos, neg):
         if len(store) > MAX_BINS:
-            _collapse(store)
+            collapse(store)
     return merged
 
 
-def _collapse(store: dict[int, int]) -> None:
+def collapse(store: dict[int, int]) -> None:
     """Fold the smallest keys into the smallest kept key until MAX_BINS remain."""
     keys = sorted(store)
     excess = len(keys) - MAX_BINS
