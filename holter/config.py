@@ -43,6 +43,9 @@ DEFAULT_MINUTE_RETENTION_S = 7 * 24 * 3600.0
 DEFAULT_HOUR_RETENTION_S = 90 * 24 * 3600.0
 DEFAULT_SPAN_RETENTION_S = 7 * 24 * 3600.0
 DEFAULT_MAX_PENDING_POINTS = 200_000
+DEFAULT_STORE_TIMEOUT_S = 1.0
+"""How long a flush waits for another process's write lock before trying next time."""
+MIN_FLUSH_INTERVAL_S = 0.05
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"", "0", "false", "no", "off"}
@@ -105,6 +108,7 @@ class Config:
     span_buffer: int = 65_536
     propagate_threads: bool = True
     max_pending_points: int = DEFAULT_MAX_PENDING_POINTS
+    store_timeout_s: float = DEFAULT_STORE_TIMEOUT_S
     extra: dict[str, object] = field(default_factory=dict)
 
     @classmethod
@@ -131,6 +135,11 @@ class Config:
             if interval is not None
             else DEFAULT_FLUSH_INTERVAL_S
         )
+        if interval_s < MIN_FLUSH_INTERVAL_S:
+            raise ConfigError(
+                f"flush_interval must be at least {MIN_FLUSH_INTERVAL_S} s, got {interval!r}: "
+                "shorter intervals keep the store's write lock busy for other processes"
+            )
         exit_t = exit_timeout if exit_timeout is not None else env.get(HOLTER_EXIT_TIMEOUT)
         exit_s = (
             parse_seconds(exit_t, "exit_timeout") if exit_t is not None else DEFAULT_EXIT_TIMEOUT_S

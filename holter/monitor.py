@@ -67,10 +67,14 @@ class _StoreSink:
 
     def set_timeout(self, timeout_s: float | None) -> None:
         monitor = self._monitor()
-        store = monitor._store if monitor is not None else None
+        if monitor is None:  # pragma: no cover
+            return
+        timeout = monitor.config.store_timeout_s if timeout_s is None else timeout_s
+        monitor._write_timeout_s = timeout  # also used if the store is opened now
+        store = monitor._store
         if store is not None:
             with contextlib.suppress(Exception):
-                store.set_busy_timeout(store.timeout_s if timeout_s is None else timeout_s)
+                store.set_busy_timeout(timeout)
 
 
 class _NullSink:
@@ -90,6 +94,7 @@ class Monitor:
         self._plain_timers: dict[str, Callable[[float], None]] = {}
         self._store: Store | None = None
         self._store_lock = threading.RLock()
+        self._write_timeout_s = self.config.store_timeout_s
         self.run_id: int | None = None
         self._parent_run: int | None = None
         self._started_ns = _clock.time_ns()
@@ -247,25 +252,45 @@ class Monitor:
         return self.collector.flush(timeout_s)
 
     def stop(self, exit_status: int | None = None, exit_info: str | None = None) -> bool:
-        """Final flush (bounded by ``exit_timeout``), end the run, close the store."""
+        """Final flush, end the run, close the store: all within ``exit_timeout``.
+
+        Returns False when something could not be written in time (another process
+        holding the store's lock, a full disk); it never waits longer.
+        """
         if self._stopped:
             return True
         self._stopped = True
+        budget = self.config.exit_timeout_s
+        deadline = _clock.monotonic_ns() + int(budget * 1e9)
         self.collector.extra_spans = self.tracer.open_spans()  # written as "unfinished"
-        ok = self.collector.shutdown(self.config.exit_timeout_s)
+        ok = self.collector.shutdown(budget)
         store = self._store
-        if store is not None and self.run_id is not None:
-            if exit_status is None:
-                exit_status = _exit_state["status"]
-                exit_info = exit_info or _exit_state["info"]
-            try:
-                store.end_run(self.run_id, _clock.time_ns(), exit_status, exit_info)
-            except StoreError as exc:
-                logger.warning("holter could not record the end of run %s: %s", self.run_id, exc)
+        if store is None:
+            return ok
+        remaining = (deadline - _clock.monotonic_ns()) / 1e9
+        if not store.lock.acquire(timeout=max(remaining, 0.001)):
+            # the collector thread is still waiting for another process's lock; leave it
+            logger.warning("holter: the store stayed busy; run %s left without an end", self.run_id)
+            return False
+        try:
+            remaining = (deadline - _clock.monotonic_ns()) / 1e9
+            if self.run_id is not None and remaining > 0:
+                if exit_status is None:
+                    exit_status = _exit_state["status"]
+                    exit_info = exit_info or _exit_state["info"]
+                try:
+                    store.set_busy_timeout(remaining)
+                    store.end_run(self.run_id, _clock.time_ns(), exit_status, exit_info)
+                except StoreError as exc:
+                    logger.warning("holter could not record the end of run %s: %s",
+                                   self.run_id, exc)
+                    ok = False
+            elif self.run_id is not None:
                 ok = False
-        if store is not None:
             store.close()
             self._store = None
+        finally:
+            store.lock.release()
         return ok
 
     def _ensure_store(self) -> Store:
@@ -274,7 +299,9 @@ class Monitor:
             return store
         with self._store_lock:
             if self._store is None:
-                self._store = Store.open(self.config.db)
+                timeout = self._write_timeout_s
+                self._store = Store.open(self.config.db, timeout_s=timeout)
+                self._store.timeout_s = self.config.store_timeout_s
             return self._store
 
     def _ensure_run(self, store: Store) -> int:
@@ -311,6 +338,7 @@ class Monitor:
     def _after_fork_child(self) -> None:
         self._store_lock = threading.RLock()
         if self._store is not None:
+            _abandoned.append(self._store.conn)
             self._store.abandon()
             self._store = None
         self._parent_run = self.run_id
@@ -340,7 +368,37 @@ def _stop_at_exit(ref: weakref.ref[Monitor]) -> None:
             logger.debug("holter: stop at exit failed: %r", exc)
 
 
+_FORK_LOCK_TIMEOUT_S = 2.0
+_held_for_fork: list[Any] = []
+_abandoned: list[Any] = []  # inherited connections a child must never close
+
+
+def _before_fork() -> None:
+    """Let no store transaction be in flight across a fork, and give the run an id first.
+
+    SQLite's lock state lives in process memory: a child forked mid-transaction could
+    never write. Holding each store's lock across the fork prevents that; creating the
+    run first lets the child record its parent.
+    """
+    for monitor in list(_live):
+        store = monitor._store
+        if store is None or monitor._stopped:
+            continue
+        if store.lock.acquire(timeout=_FORK_LOCK_TIMEOUT_S):
+            _held_for_fork.append(store.lock)
+            try:
+                monitor._ensure_run(store)
+            except Exception as exc:
+                logger.debug("holter: could not create the run before fork: %r", exc)
+
+
+def _after_fork_in_parent() -> None:
+    while _held_for_fork:
+        _held_for_fork.pop().release()
+
+
 def _after_fork_in_child() -> None:
+    _held_for_fork.clear()  # the child gets fresh stores and locks
     for monitor in list(_live):
         try:
             monitor._after_fork_child()
@@ -385,7 +443,11 @@ def install_exit_hooks() -> None:
 
 
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+    os.register_at_fork(
+        before=_before_fork,
+        after_in_parent=_after_fork_in_parent,
+        after_in_child=_after_fork_in_child,
+    )
 
 
 __all__ = ["Instrument", "Monitor", "install_exit_hooks"]

@@ -203,10 +203,27 @@ class Collector:
                 set_timeout(None)
 
     def _trim(self) -> None:
+        """Drop the oldest waiting batches past the bound, losing as little as possible.
+
+        Counter increases in a dropped batch go back into their live series, so counters
+        stay exact through an outage (only their time shifts) and earlier drop counts are
+        not lost with it; gauges, histograms and spans are lost and counted.
+        """
         while self._pending_points > self.max_pending_points and len(self._pending) > 1:
             dropped = self._pending.popleft()
             self._pending_points -= dropped.size
-            self.registry.count_drop("store_error", dropped.size, "a batch of points and spans")
+            lost = len(dropped.spans)
+            instruments = self.registry.instruments
+            for point in dropped.points:
+                key = point.key
+                if key.kind == "counter" and point.total:
+                    cell = getattr(instruments.get(key.name), "_series", {}).get(key.tags)
+                    if cell is not None:
+                        cell.inc(point.total)
+                        continue
+                lost += 1
+            if lost:
+                self.registry.count_drop("store_error", lost, "a batch of points and spans")
 
     def fold_requested(self) -> None:
         """Fold the histogram buffers that recording threads handed over."""
