@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
+from holter.core._cells import NUMPY_MIN_BATCH, load_numpy
 from holter.core.instruments import Histogram, _is_coroutine_function
 from holter.errors import ConfigError
 
@@ -150,6 +151,10 @@ def _is_failure(exc: BaseException) -> bool:
     return not isinstance(exc, GeneratorExit)
 
 
+_OPEN = object()
+"""``Span._prev`` while the span's ``with`` block has not exited."""
+
+
 def _first_open(span: Span | SpanContext | None) -> Span | SpanContext | None:
     """``span``, or the nearest enclosing span still inside its ``with`` block.
 
@@ -157,7 +162,7 @@ def _first_open(span: Span | SpanContext | None) -> Span | SpanContext | None:
     not stay current once the child exits: its own ``_prev`` leads further out.
     """
     seen = 0
-    while span is not None and span.__class__ is Span and hasattr(span, "_prev"):
+    while span is not None and span.__class__ is Span and span._prev is not _OPEN:  # type: ignore[union-attr]
         span = span._prev  # type: ignore[union-attr]
         seen += 1
         if seen > 10_000:  # a cycle cannot happen, but never loop forever
@@ -173,6 +178,7 @@ class Span:
     __slots__ = (
         "__dict__",
         "_prev",
+        "_rare",
         "_t0",
         "_token",
         "_tracer",
@@ -200,6 +206,7 @@ class Span:
     ) -> None:
         self._tracer = tracer
         self.name = name
+        self._rare = False  # set once status, error, events or remote fields are set
         if parent is None:
             self.trace_id = tracer.trace_prefix | _getrandbits(96)
             self.parent_id: int | None = None
@@ -210,14 +217,17 @@ class Span:
             self.sampled = parent.sampled
             if parent.tracestate is not None:
                 self.tracestate = parent.tracestate
+                self._rare = True
             if parent.__class__ is SpanContext and parent.remote:  # type: ignore[union-attr]
                 self.remote_parent = True
+                self._rare = True
         span_id = self.span_id = _getrandbits(64) or 1
         if len(tags) > MAX_TAGS:
             tags = _trim(tags)
         self.tags = tags
         self.duration_ns: int | None = None
         self._token: contextvars.Token[Any] | None = None
+        self._prev: Any = _OPEN  # what was current before its `with`, once it has exited
         tracer._open[span_id] = self
         self._t0 = _perf_ns()
 
@@ -246,6 +256,7 @@ class Span:
         events = self.events
         if events is None:
             events = self.events = []
+            self._rare = True
         if len(events) >= MAX_EVENTS:
             self.tags["holter.events_dropped"] = int(self.tags.get("holter.events_dropped", 0)) + 1
             return self
@@ -257,10 +268,11 @@ class Span:
         if self.duration_ns is not None:
             return self
         self.status = STATUS_ERROR
+        self._rare = True
         if isinstance(exc, BaseException):
-            self.error = (error_type(exc), _safe_str(exc))
+            self.error = (error_type(exc), clean_tag(_safe_str(exc)))  # type: ignore[assignment]
         else:
-            self.error = (_safe_str(exc), message or "")
+            self.error = (clean_tag(_safe_str(exc)), clean_tag(message or ""))  # type: ignore[assignment]
         return self
 
     @property
@@ -324,7 +336,7 @@ class Span:
             # the current span alone; the child's own exit will skip ended spans.
             return
         if previous is token.MISSING or previous is None or previous.__class__ is not Span or (
-            not hasattr(previous, "_prev")  # the enclosing span has not exited its `with`
+            previous._prev is _OPEN  # type: ignore[union-attr] # the enclosing `with` is open
         ):
             try:
                 _current.reset(token)
@@ -456,14 +468,16 @@ class Tracer:
             else:
                 same.append(duration)  # type: ignore[arg-type]
             if span.sampled:
-                error = span.error
-                append((
-                    span.trace_id, span.span_id, span.parent_id, name, offset + span._t0,
-                    duration, span.status, error[0] if error else None,
-                    error[1] if error else None, span.tags, span.events, span.remote_parent,
-                ))
+                if span._rare:
+                    append(self.record(span))
+                else:
+                    append((span.trace_id, span.span_id, span.parent_id, name,
+                            offset + span._t0, duration, STATUS_OK, None, None, span.tags,
+                            None, False))
             else:
                 self._hold(span, out)
+        if n >= NUMPY_MIN_BATCH:
+            load_numpy()  # busy tracing: fold span.duration with numpy when installed
         for name, values in durations.items():
             self._duration_cell(name).observe_many([v / 1e9 for v in values])
         self.anchor()

@@ -26,7 +26,7 @@ from holter.core.sketch import Sketch
 from holter.errors import QueryError
 from holter.model import QUANTILES, RunInfo, SeriesInfo, WindowStats
 from holter.store.schema import POINT_TABLES
-from holter.store.spans import decode_chunk
+from holter.store.spans import SLOW_PER_CHUNK, decode_chunk, key_of_hex
 from holter.store.sqlite import Store
 
 NS = 1_000_000_000
@@ -530,24 +530,30 @@ def traces(
                 "AND start_ns > ? AND start_ns <= ?)"
             )
             args.extend([start_ns - 86400 * NS, end_ns + 86400 * NS])
-        # one row per trace (a trace continued by a remote caller has several root parts)
-        order = "MAX(root_duration_ns)" if slowest else "MAX(start_ns)"
-        ids = [r[0] for r in conn.execute(
-            f"SELECT trace_id FROM trace_parts WHERE {where} GROUP BY trace_id "
-            f"ORDER BY {order} DESC LIMIT ?",
-            [*args, int(limit)],
-        )]
+        if slowest and not name and not errors and int(limit) <= SLOW_PER_CHUNK:
+            # each chunk's slowest roots are in slow_traces: the window's N slowest too
+            slow_sql = (
+                "SELECT trace_id FROM slow_traces WHERE start_ns > ? AND start_ns <= ?"
+                + (f" AND run_id IN ({','.join('?' * len(run_ids))})" if run_ids else "")
+                + " GROUP BY trace_id ORDER BY MAX(root_duration_ns) DESC LIMIT ?"
+            )
+            ids = [r[0] for r in conn.execute(
+                slow_sql, [start_ns, end_ns, *(run_ids or ()), int(limit)]
+            )]
+        else:
+            # one row per trace (a trace continued by a remote caller has several roots)
+            order = "MAX(root_duration_ns)" if slowest else "MAX(start_ns)"
+            ids = [r[0] for r in conn.execute(
+                f"SELECT trace_id FROM trace_parts WHERE {where} GROUP BY trace_id "
+                f"ORDER BY {order} DESC LIMIT ?",
+                [*args, int(limit)],
+            )]
         best: dict[str, tuple[Any, ...]] = {}
-        for chunk in _chunks(ids):  # type: ignore[arg-type]
-            for row in conn.execute(
-                "SELECT trace_id, root_span_id, root_name, start_ns, root_duration_ns, root_kind "
-                f"FROM trace_parts WHERE root_kind > 0 AND trace_id IN "
-                f"({','.join('?' * len(chunk))})",
-                list(chunk),
-            ):
-                seen = best.get(row[0])
-                if seen is None or (row[5], row[4]) > (seen[5], seen[4]):
-                    best[row[0]] = row
+        for row in _parts_of(conn, ids, "trace_id, root_span_id, root_name, start_ns, "
+                             "root_duration_ns, root_kind", "root_kind > 0"):
+            seen = best.get(row[0])
+            if seen is None or (row[5], row[4]) > (seen[5], seen[4]):
+                best[row[0]] = row
         totals = _trace_totals(conn, list(best))
     out = []
     for trace_id, root in best.items():
@@ -561,17 +567,38 @@ def traces(
     return out[: int(limit)]
 
 
+def _parts_of(conn: Any, ids: Sequence[str], columns: str, where: str = "1") -> list[Any]:
+    """trace_parts rows of the given trace ids (found through the integer trace_key)."""
+    wanted = set(ids)
+    keys = sorted({key_of_hex(t) for t in wanted})
+    rows = []
+    for chunk in _chunks(keys):
+        rows.extend(
+            r for r in conn.execute(
+                f"SELECT {columns} FROM trace_parts WHERE {where} AND trace_key IN "
+                f"({','.join('?' * len(chunk))})",
+                list(chunk),
+            )
+            if r[0] in wanted
+        )
+    return rows
+
+
 def _trace_totals(conn: Any, ids: Sequence[str]) -> dict[str, tuple[int, int, int, int, int]]:
-    totals = {}
-    for chunk in _chunks(ids):  # type: ignore[arg-type]
-        for r in conn.execute(
-            "SELECT trace_id, MIN(start_ns), MAX(end_ns), SUM(spans), SUM(errors), "
-            f"SUM(unfinished) FROM trace_parts WHERE trace_id IN ({','.join('?' * len(chunk))}) "
-            "GROUP BY trace_id",
-            list(chunk),
-        ):
-            totals[r[0]] = (r[1], r[2], r[3], r[4], r[5])
-    return totals
+    totals: dict[str, list[int]] = {}
+    for trace_id, first, last, n, n_err, n_unf in _parts_of(
+        conn, ids, "trace_id, start_ns, end_ns, spans, errors, unfinished"
+    ):
+        acc = totals.get(trace_id)
+        if acc is None:
+            totals[trace_id] = [first, last, n, n_err, n_unf]
+        else:
+            acc[0] = min(acc[0], first)
+            acc[1] = max(acc[1], last)
+            acc[2] += n
+            acc[3] += n_err
+            acc[4] += n_unf
+    return {k: tuple(v) for k, v in totals.items()}  # type: ignore[misc]
 
 
 RECENT_PARTS = 100_000
@@ -610,8 +637,10 @@ def trace_summary(
             window_args,
         ).fetchone()
         total_spans = conn.execute(
-            "SELECT SUM(spans) FROM trace_parts WHERE trace_id IN (SELECT trace_id FROM "
-            f"trace_parts WHERE root_kind > 0 AND start_ns > ? AND start_ns <= ?{only}){only}",
+            "SELECT SUM(p.spans) FROM trace_parts p JOIN (SELECT DISTINCT trace_key, trace_id "
+            f"FROM trace_parts WHERE root_kind > 0 AND start_ns > ? AND start_ns <= ?{only}) r "
+            "ON p.trace_key = r.trace_key AND p.trace_id = r.trace_id"
+            + (f" WHERE p.run_id IN ({','.join('?' * len(extra))})" if extra else ""),
             [*window_args, *extra],
         ).fetchone()[0]
         with_errors = conn.execute(
@@ -624,8 +653,8 @@ def trace_summary(
             "SELECT COUNT(DISTINCT r.trace_id) FROM trace_parts r WHERE r.rowid > ? "
             "AND r.start_ns > ? AND r.start_ns <= ? "
             + (f"AND r.run_id IN ({','.join('?' * len(extra))}) " if extra else "")
-            + "AND NOT EXISTS (SELECT 1 FROM trace_parts s WHERE s.trace_id = r.trace_id "
-            "AND s.root_kind > 0)",
+            + "AND NOT EXISTS (SELECT 1 FROM trace_parts s WHERE s.trace_key = r.trace_key "
+            "AND s.trace_id = r.trace_id AND s.root_kind > 0)",
             (newest - RECENT_PARTS, start_ns, end_ns, *extra),
         ).fetchone()[0]
     return {
@@ -653,10 +682,12 @@ def trace(store: Store, trace_id: str) -> list[dict[str, Any]]:
         if len(wanted) < 32:
             if len(wanted) < 8:
                 raise QueryError(f"trace id prefix {trace_id!r} is too short: give 8+ digits")
+            lo = key_of_hex(wanted.ljust(32, "0"))
+            hi = key_of_hex(wanted.ljust(32, "f"))
             ids = [r[0] for r in conn.execute(
-                "SELECT DISTINCT trace_id FROM trace_parts WHERE trace_id >= ? "
-                "AND trace_id < ? LIMIT 2",
-                (wanted, wanted + "g"),
+                "SELECT DISTINCT trace_id FROM trace_parts WHERE trace_key BETWEEN ? AND ? "
+                "AND trace_id >= ? AND trace_id < ? LIMIT 2",
+                (lo, hi, wanted, wanted + "g"),
             )]
             if len(ids) > 1:
                 raise QueryError(f"trace id prefix {trace_id!r} matches several traces")
@@ -673,14 +704,10 @@ def trace(store: Store, trace_id: str) -> list[dict[str, Any]]:
 def _spans_of(conn: Any, ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
     """Spans of the given traces, decoded from their chunks (each chunk once)."""
     wanted = set(ids)
-    chunk_runs: dict[int, int] = {}
-    for chunk in _chunks(list(ids)):  # type: ignore[arg-type]
-        for chunk_id, run_id in conn.execute(
-            "SELECT DISTINCT chunk_id, run_id FROM trace_parts "
-            f"WHERE trace_id IN ({','.join('?' * len(chunk))})",
-            list(chunk),
-        ):
-            chunk_runs[chunk_id] = run_id
+    chunk_runs: dict[int, int] = {
+        chunk_id: run_id
+        for _t, chunk_id, run_id in _parts_of(conn, list(ids), "trace_id, chunk_id, run_id")
+    }
     out: dict[str, list[dict[str, Any]]] = {}
     for chunk_id, run_id in sorted(chunk_runs.items()):
         row = conn.execute("SELECT data FROM span_chunks WHERE id = ?", (chunk_id,)).fetchone()

@@ -78,11 +78,14 @@ _V1 = [
     "CREATE INDEX points_1h_end ON points_1h(t_end_ns)",
 ]
 
-# Spans: compressed columnar chunks (holter.store.spans), and one trace_parts row per
-# (trace, chunk) with the trace's time range, counts and local root, which is what
-# listing traces needs. Trace ids start with their epoch second, so the trace id index
-# grows at its end. Root kind: 2 a span without parent, 1 a span continuing a remote
-# caller (the local root), 0 none in this chunk.
+# Spans: compressed chunks (holter.store.spans), and one trace_parts row per (trace,
+# chunk) with the trace's time range, counts and local root, which is what listing traces
+# needs. Root kind: 2 a span without parent, 1 a span continuing a remote caller (the
+# local root), 0 none in this chunk. Traces are found by trace_key, the trace id's upper
+# 64 bits as a signed integer (an integer index costs half a text one; trace ids start
+# with their epoch second, so it grows at its end). slow_traces keeps each chunk's
+# SLOW_PER_CHUNK slowest roots, so the N slowest of any window (N up to that) are found
+# without indexing every trace's duration.
 _V2 = [
     """CREATE TABLE span_chunks (
         id INTEGER PRIMARY KEY,
@@ -94,6 +97,7 @@ _V2 = [
     )""",
     "CREATE INDEX span_chunks_start ON span_chunks(max_start_ns)",
     """CREATE TABLE trace_parts (
+        trace_key INTEGER NOT NULL,
         trace_id TEXT NOT NULL,
         chunk_id INTEGER NOT NULL,
         run_id INTEGER NOT NULL,
@@ -107,11 +111,19 @@ _V2 = [
         root_kind INTEGER NOT NULL,
         root_duration_ns INTEGER
     )""",
-    "CREATE INDEX trace_parts_trace ON trace_parts(trace_id)",
+    "CREATE INDEX trace_parts_key ON trace_parts(trace_key)",
     "CREATE INDEX trace_parts_root_start ON trace_parts(start_ns) WHERE root_kind > 0",
-    "CREATE INDEX trace_parts_root_duration ON trace_parts(root_duration_ns) WHERE root_kind > 0",
     "CREATE INDEX trace_parts_root_name ON trace_parts(root_name, start_ns) WHERE root_kind > 0",
     "CREATE INDEX trace_parts_errors ON trace_parts(start_ns) WHERE errors > 0",
+    """CREATE TABLE slow_traces (
+        trace_key INTEGER NOT NULL,
+        trace_id TEXT NOT NULL,
+        start_ns INTEGER NOT NULL,
+        root_duration_ns INTEGER NOT NULL,
+        run_id INTEGER NOT NULL
+    )""",
+    "CREATE INDEX slow_traces_duration ON slow_traces(root_duration_ns)",
+    "CREATE INDEX slow_traces_start ON slow_traces(start_ns)",
 ]
 
 Migration = list[str] | Callable[[sqlite3.Connection], None]

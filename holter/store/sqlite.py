@@ -293,6 +293,9 @@ class Store:
                         moved += conn.execute(
                             "DELETE FROM trace_parts WHERE rowid < ?", (first,)
                         ).rowcount
+                    moved += conn.execute(
+                        "DELETE FROM slow_traces WHERE start_ns < ?", (span_cut,)
+                    ).rowcount
         except sqlite3.Error as exc:
             raise _busy_or_error(exc, self.path) from None
         return moved
