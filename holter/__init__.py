@@ -47,12 +47,15 @@ def start(
     version: str | None = None,
     max_series: int | None = None,
     exit_timeout: float | str | None = None,
+    **settings: Any,
 ) -> Monitor:
     """Start the default monitor and return it.
 
     ``db`` defaults to ``$HOLTER_DB`` or ``./holter.db``; ``flush_interval`` to 10 s;
     ``strict`` (raise on bad values instead of dropping them) to ``$HOLTER_STRICT``.
     Calling ``start`` again with the same settings returns the running monitor.
+    Other settings of :class:`holter.config.Config` may be given by name
+    (``sample_ratio=0.1``, ``propagate_threads=False``, ``raw_retention_s=...``).
     """
     global _default
     from holter.config import Config
@@ -66,6 +69,7 @@ def start(
         strict=strict,
         max_series=max_series,
         exit_timeout=exit_timeout,
+        **settings,
     )
     with _lock:
         if _default is not None and not _default._stopped:
