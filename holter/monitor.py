@@ -92,6 +92,9 @@ class Monitor:
         self.registry = Registry(strict=self.config.strict, max_series=self.config.max_series)
         self._instruments = self.registry.instruments
         self._plain_timers: dict[str, Callable[[float], None]] = {}
+        self.after_flush_hooks: list[Callable[[list[Batch]], None]] = []
+        """Run in the collector thread after each flush with the batches written
+        (analysis, alerting and exporters attach here; never on the program's threads)."""
         self._store: Store | None = None
         self._store_lock = threading.RLock()
         self._write_timeout_s = self.config.store_timeout_s
@@ -320,7 +323,16 @@ class Monitor:
                     )
         return self.run_id
 
-    def _after_flush(self) -> None:
+    def _after_flush(self, written: list[Batch]) -> None:
+        """In the collector thread, after batches reached the store: maintenance, hooks."""
+        for hook in list(self.after_flush_hooks):
+            try:
+                hook(written)
+            except Exception as exc:
+                self.registry.count_drop("hook_error", 1, repr(exc))
+        self._maintain()
+
+    def _maintain(self) -> None:
         now = _clock.time_ns()
         if now - self._last_maintain_ns < _MAINTAIN_EVERY_NS:
             return

@@ -47,13 +47,16 @@ class Collector:
         interval_s: float,
         *,
         max_pending_points: int = 200_000,
-        after_flush: Callable[[], None] | None = None,
+        after_flush: Callable[[list[Batch]], None] | None = None,
     ) -> None:
         self.registry = registry
         self.sink = sink
         self.interval_s = interval_s
         self.max_pending_points = max_pending_points
         self.after_flush = after_flush
+        self.samplers: list[Callable[[], None]] = []
+        """Called at the start of every collect, in the collector thread (e.g. runtime
+        metrics); an exception is counted in ``holter.dropped{reason="sampler_error"}``."""
         self._pending: collections.deque[Batch] = collections.deque()
         self._pending_points = 0
         self._keys: dict[Any, SeriesKey] = {}
@@ -145,7 +148,8 @@ class Collector:
                 self._pending_points += batch.size
             else:  # nothing new: the waiting batch now also covers this interval
                 self._pending[-1].t_end_ns = batch.t_end_ns
-            ok = self._write_pending(timeout_s)
+            written: list[Batch] = []
+            ok = self._write_pending(timeout_s, written)
             self._trim()
             elapsed = (_clock.monotonic_ns() - started) / 1e9
         finally:
@@ -159,14 +163,14 @@ class Collector:
                 elapsed,
                 self.interval_s,
             )
-        if ok and self.after_flush is not None:
+        if written and self.after_flush is not None:
             try:
-                self.after_flush()
+                self.after_flush(written)
             except Exception as exc:
                 logger.debug("holter after-flush hook failed: %r", exc)
         return ok
 
-    def _write_pending(self, timeout_s: float | None) -> bool:
+    def _write_pending(self, timeout_s: float | None, written: list[Batch] | None = None) -> bool:
         set_timeout = getattr(self.sink, "set_timeout", None)
         if timeout_s is not None and set_timeout is not None:
             set_timeout(timeout_s)
@@ -194,6 +198,8 @@ class Collector:
                     continue
                 self._pending.popleft()
                 self._pending_points -= batch.size
+                if written is not None:
+                    written.append(batch)
             if self.last_error is not None:
                 logger.warning("holter store writable again; backlog written")
                 self.last_error = None
@@ -257,6 +263,11 @@ class Collector:
         t_start = self._last_ns
         self._last_ns = t_end
         batch = Batch(t_start, t_end)
+        for sampler in self.samplers:
+            try:
+                sampler()
+            except Exception as exc:
+                self.registry.count_drop("sampler_error", 1, repr(exc))
         if self.tracer is not None:  # first: draining feeds span.duration, collected below
             batch.spans = self.tracer.drain()
         if self.extra_spans:

@@ -10,9 +10,6 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable
 
-SCHEMA_VERSION = 2
-"""The schema this holter writes and reads."""
-
 APPLICATION_ID = 0x686F6C74  # "holt"
 """Stored in SQLite's header (PRAGMA application_id) to recognise holter files."""
 
@@ -128,8 +125,16 @@ _V2 = [
 
 Migration = list[str] | Callable[[sqlite3.Connection], None]
 
-MIGRATIONS: dict[int, Migration] = {1: _V1, 2: _V2}
-"""Version → statements (or a function) that bring the previous version up to it."""
+MIGRATIONS: dict[int, Migration] = {}
+"""Version → statements (or a function) that bring the previous version up to it.
+
+Each feature registers its own version below, one line each; never edit a released one.
+"""
+MIGRATIONS[1] = _V1  # runs, series, points and rollups
+MIGRATIONS[2] = _V2  # spans
+
+SCHEMA_VERSION = max(MIGRATIONS)
+"""The schema this holter writes and reads: the newest migration."""
 
 
 def migrate(conn: sqlite3.Connection, current: int) -> None:
