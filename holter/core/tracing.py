@@ -206,27 +206,34 @@ class Span:
     ) -> None:
         self._tracer = tracer
         self.name = name
-        self._rare = False  # set once status, error, events or remote fields are set
+        # _rare: the collector must take the slow path for this span (sampled out, or
+        # status, error, events, tracestate or a remote parent set)
         if parent is None:
             self.trace_id = tracer.trace_prefix | _getrandbits(96)
             self.parent_id: int | None = None
-            self.sampled = tracer.ratio >= 1.0 or _random() < tracer.ratio
+            if tracer.sample_all:
+                self.sampled = True
+                self._rare = False
+            else:
+                self.sampled = sampled = _random() < tracer.ratio
+                self._rare = not sampled
         else:
             self.trace_id = parent.trace_id
             self.parent_id = parent.span_id
-            self.sampled = parent.sampled
-            if parent.tracestate is not None:
-                self.tracestate = parent.tracestate
-                self._rare = True
-            if parent.__class__ is SpanContext and parent.remote:  # type: ignore[union-attr]
-                self.remote_parent = True
-                self._rare = True
+            self.sampled = sampled = parent.sampled
+            self._rare = not sampled
+            if parent.__class__ is not Span or parent._rare:  # type: ignore[union-attr]
+                if parent.tracestate is not None:
+                    self.tracestate = parent.tracestate
+                    self._rare = True
+                if parent.__class__ is SpanContext and parent.remote:  # type: ignore[union-attr]
+                    self.remote_parent = True
+                    self._rare = True
         span_id = self.span_id = _getrandbits(64) or 1
         if len(tags) > MAX_TAGS:
             tags = _trim(tags)
         self.tags = tags
         self.duration_ns: int | None = None
-        self._token: contextvars.Token[Any] | None = None
         self._prev: Any = _OPEN  # what was current before its `with`, once it has exited
         tracer._open[span_id] = self
         self._t0 = _perf_ns()
@@ -324,7 +331,17 @@ class Span:
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
         if exc is not None and self.status != STATUS_ERROR and _is_failure(exc):
             self.set_error(exc)
-        self.end()
+        if self.duration_ns is None:  # end(), inlined: this runs for every span
+            self.duration_ns = _perf_ns() - self._t0
+            tracer = self._tracer
+            tracer._open.pop(self.span_id, None)
+            buffer = tracer._buffer
+            if len(buffer) < tracer.buffer_size:
+                buffer.append(self)
+                if len(buffer) == tracer.wake_at:
+                    tracer.wake()
+            else:
+                tracer.overflow(self)
         token = self._token
         if token is None:
             return
@@ -389,6 +406,7 @@ class Tracer:
             raise ConfigError(f"span_buffer must be at least 1, got {buffer_size!r}")
         self.registry = registry
         self.ratio = ratio
+        self.sample_all = ratio >= 1.0
         self.keep_slower_ns = (
             int(keep_slower_than_s * 1e9) if keep_slower_than_s is not None else None
         )
@@ -462,18 +480,15 @@ class Tracer:
         for span in taken:
             duration = span.duration_ns
             name = span.name
-            same = durations.get(name)
-            if same is None:
+            try:
+                durations[name].append(duration)  # type: ignore[arg-type]
+            except KeyError:
                 durations[name] = [duration]  # type: ignore[list-item]
-            else:
-                same.append(duration)  # type: ignore[arg-type]
-            if span.sampled:
-                if span._rare:
-                    append(self.record(span))
-                else:
-                    append((span.trace_id, span.span_id, span.parent_id, name,
-                            offset + span._t0, duration, STATUS_OK, None, None, span.tags,
-                            None, False))
+            if not span._rare:
+                append((span.trace_id, span.span_id, span.parent_id, name, offset + span._t0,
+                        duration, STATUS_OK, None, None, span.tags, None, False))
+            elif span.sampled:
+                append(self.record(span))
             else:
                 self._hold(span, out)
         if n >= NUMPY_MIN_BATCH:
