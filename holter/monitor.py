@@ -91,7 +91,7 @@ class Monitor:
         self.config = config if config is not None else Config.resolve(**settings)
         self.registry = Registry(strict=self.config.strict, max_series=self.config.max_series)
         self._instruments = self.registry.instruments
-        self._plain_timers: dict[str, Callable[[float], None]] = {}
+        self._plain_timers: dict[str, Any] = {}
         self.after_flush_hooks: list[Callable[[list[Batch]], None]] = []
         """Run in the collector thread after each flush with the batches written
         (analysis, alerting and exporters attach here; never on the program's threads)."""
@@ -181,15 +181,15 @@ class Monitor:
         Seconds unless ``unit`` (``ms``, ``us``, ``ns``) says otherwise.
         """
         if not tags and unit is None:
-            observe = self._plain_timers.get(name)
-            if observe is not None:  # the common case, kept cheap: one lookup, one object
-                return Timer(observe)
+            cell = self._plain_timers.get(name)
+            if cell is not None:  # the common case, kept cheap: one lookup, one object
+                return Timer(cell)
         inst = self._instruments.get(name)
         if inst is None or inst.kind != "histogram" or (unit is not None and unit != inst.unit):
             inst = self._timer_histogram(name, unit)
         timer = inst.time(**tags)  # type: ignore[attr-defined]
         if not tags and unit is None and type(timer) is Timer:
-            self._plain_timers[name] = timer._observe
+            self._plain_timers[name] = timer._cell
         return timer
 
     def timed(

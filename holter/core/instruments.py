@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, ParamSpec, TypeVar
 
-from holter.core._cells import CounterCell, GaugeCell, HistogramCell
+from holter.core._cells import BUFFER_CAP, CounterCell, GaugeCell, HistogramCell
 from holter.core.registry import OVERFLOW_TAGS, Tags, canonical_tags, tag_value
 from holter.errors import ConfigError
 
@@ -40,6 +40,7 @@ class Instrument:
     __slots__ = (
         "_aliases",
         "_default",
+        "_fast",
         "_registry",
         "_series",
         "description",
@@ -55,6 +56,8 @@ class Instrument:
         self.description = description
         self._series: dict[Tags, Any] = {}
         self._aliases: dict[tuple[tuple[str, object], ...], Any] = {}
+        # alias -> the one function a hot call needs (a counter's +1, a histogram's observe)
+        self._fast: dict[tuple[tuple[str, object], ...], Any] = {}
         self._default: Any = None
         self.unlimited = False  # the registry's own instruments set it
 
@@ -78,7 +81,11 @@ class Instrument:
         if len(self._aliases) < _MAX_ALIASES_PER_SERIES * max(len(self._series), 1) and all(
             v.__class__ in _PLAIN for v in tags.values()
         ):
-            self._aliases[tuple(tags.items())] = cell
+            alias = tuple(tags.items())
+            self._aliases[alias] = cell
+            fast = getattr(cell, "tick", None) or getattr(cell, "observe", None)
+            if fast is not None:
+                self._fast[alias] = fast
         return cell
 
     def _overflow_cell(self) -> Any:
@@ -123,6 +130,12 @@ class Counter(Instrument):
     def inc(self, amount: float = 1, /, **tags: object) -> None:
         """Add ``amount`` (finite, not negative) to the series of ``tags``."""
         if tags:
+            try:  # the common case: +1 on a known tag set, one dict lookup and one C call
+                if amount == 1:
+                    self._fast[tuple(tags.items())]()
+                    return
+            except Exception:  # unknown tag set, unhashable value, odd amount: the full path
+                pass
             try:
                 cell = self._aliases.get(tuple(tags.items())) or self._resolve(tags)
             except TypeError:
@@ -211,11 +224,12 @@ class Histogram(Instrument):
         """Record ``value`` (a finite number) in the series of ``tags``."""
         if tags:
             try:
-                cell = self._aliases.get(tuple(tags.items())) or self._resolve(tags)
-            except TypeError:
-                cell = self._resolve(tags)
-        else:
-            cell = self._default or self._cell(tags)
+                observe = self._fast[tuple(tags.items())]
+            except (KeyError, TypeError):  # unknown tag set or unhashable value
+                observe = self._resolve(tags).observe
+            observe(value)
+            return
+        cell = self._default or self._cell(tags)
         cell.observe(value)
 
     def bind(self, **tags: object) -> HistogramCell:
@@ -225,6 +239,8 @@ class Histogram(Instrument):
     def time(self, **tags: object) -> Timer:
         """A context manager that observes the time spent inside it, in this metric's unit."""
         factor = self._factor
+        if factor == 1.0 and not tags and self._default is not None:
+            return Timer(self._default)
         if factor is None:
             raise _not_a_time(self)
         if tags:
@@ -235,8 +251,8 @@ class Histogram(Instrument):
         else:
             cell = self._default or self._cell(tags)
         if factor == 1.0:
-            return Timer(cell.observe)
-        return ScaledTimer(cell.observe, factor)
+            return Timer(cell)
+        return ScaledTimer(cell, factor)
 
     def timed(self, **tags: object) -> Callable[[Callable[P, R]], Callable[P, R]]:
         """Decorate a sync or async function to observe its duration."""
@@ -256,13 +272,14 @@ class Timer:
     """Context manager observing the seconds spent inside it; ``elapsed`` holds them after exit.
 
     One is made per use (``with h.time(): ...``), so timers nest and cross threads and
-    tasks freely.
+    tasks freely. The elapsed time goes straight into the series' buffer (it is always a
+    finite float, so the checks of ``observe`` are not needed).
     """
 
-    __slots__ = ("_observe", "_start", "elapsed")
+    __slots__ = ("_cell", "_start", "elapsed")
 
-    def __init__(self, observe: Callable[[float], None]) -> None:
-        self._observe = observe
+    def __init__(self, cell: HistogramCell) -> None:
+        self._cell = cell
 
     def __enter__(self, _clock: Callable[[], float] = _perf_counter) -> Timer:
         self._start = _clock()
@@ -270,10 +287,14 @@ class Timer:
 
     def __exit__(
         self, exc_type: object, exc: object, tb: object,
-        _clock: Callable[[], float] = _perf_counter,
+        _clock: Callable[[], float] = _perf_counter, _cap: int = BUFFER_CAP,
     ) -> None:
         elapsed = self.elapsed = _clock() - self._start
-        self._observe(elapsed)
+        cell = self._cell
+        buf = cell._buf
+        buf.append(elapsed)
+        if len(buf) >= _cap:
+            cell._buffer_full()
 
     def __getattr__(self, name: str) -> Any:
         if name == "elapsed":  # read before the timer ended
@@ -292,13 +313,20 @@ class ScaledTimer(Timer):
 
     __slots__ = ("_factor",)
 
-    def __init__(self, observe: Callable[[float], None], factor: float) -> None:
-        self._observe = observe
+    def __init__(self, cell: HistogramCell, factor: float) -> None:
+        self._cell = cell
         self._factor = factor
 
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        elapsed = self.elapsed = _perf_counter() - self._start
-        self._observe(elapsed * self._factor)
+    def __exit__(
+        self, exc_type: object, exc: object, tb: object,
+        _clock: Callable[[], float] = _perf_counter, _cap: int = BUFFER_CAP,
+    ) -> None:
+        elapsed = self.elapsed = _clock() - self._start
+        cell = self._cell
+        buf = cell._buf
+        buf.append(elapsed * self._factor)
+        if len(buf) >= _cap:
+            cell._buffer_full()
 
 
 def _is_coroutine_function(fn: Callable[..., Any]) -> bool:
