@@ -31,6 +31,15 @@ HOLTER_FLUSH_INTERVAL = "HOLTER_FLUSH_INTERVAL"
 HOLTER_MAX_SERIES = "HOLTER_MAX_SERIES"
 """Tag combinations kept per metric before new ones go to the overflow series. Default: 2000."""
 
+HOLTER_INSTRUMENT = "HOLTER_INSTRUMENT"
+"""Automatic instrumentation to install: ``http,db,subprocess`` (any of them) or ``all``."""
+
+HOLTER_RUNTIME = "HOLTER_RUNTIME"
+"""``1`` records runtime metrics (CPU, memory, GC, event-loop lag). Default: off."""
+
+HOLTER_PARENT_RUN = "HOLTER_PARENT_RUN"
+"""Set by holter for child processes: the run id of the process that started them."""
+
 HOLTER_EXIT_TIMEOUT = "HOLTER_EXIT_TIMEOUT"
 """Longest time, in seconds, the final flush at interpreter exit may take. Default: 0.5."""
 
@@ -107,6 +116,11 @@ class Config:
     keep_slower_than_s: float | None = 1.0
     span_buffer: int = 65_536
     propagate_threads: bool = True
+    instrument: tuple[str, ...] = ()
+    runtime: bool = False
+    tracemalloc: bool = False
+    loop_threshold_s: float = 0.1
+    parent_run: int | None = None
     max_pending_points: int = DEFAULT_MAX_PENDING_POINTS
     store_timeout_s: float = DEFAULT_STORE_TIMEOUT_S
     extra: dict[str, object] = field(default_factory=dict)
@@ -151,8 +165,25 @@ class Config:
             raise ConfigError(f"max_series must be a whole number, got {cap!r}") from None
         if cap_n < 1:
             raise ConfigError(f"max_series must be at least 1, got {cap_n}")
+        instrument = overrides.pop("instrument", None)
+        if instrument is None:
+            instrument = env.get(HOLTER_INSTRUMENT, "")
+        if isinstance(instrument, str):
+            instrument = [p.strip() for p in instrument.split(",") if p.strip()]
+        instrument = tuple(instrument)
+        if instrument == ("all",):
+            instrument = ("http", "db", "subprocess")
+        runtime = overrides.pop("runtime", None)
+        if runtime is None:
+            runtime = env_flag(HOLTER_RUNTIME, env)
+        parent = overrides.pop("parent_run", None)
+        if parent is None and env.get(HOLTER_PARENT_RUN, "").strip().isdigit():
+            parent = int(env[HOLTER_PARENT_RUN])
         config = cls(
             app=str(resolved_app),
+            instrument=instrument,
+            runtime=bool(runtime),
+            parent_run=parent,
             db=resolved_db,
             version=version,
             flush_interval_s=interval_s,

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
 import logging
 import os
 import platform
 import socket
 import sys
 import threading
+import time
 import weakref
 from collections.abc import Callable, Mapping
 from datetime import datetime
@@ -26,7 +28,14 @@ from typing import Any, ParamSpec, TypeVar
 from holter import _clock
 from holter.config import Config
 from holter.core.collector import Collector
-from holter.core.instruments import Counter, Gauge, Histogram, Instrument, Timer
+from holter.core.instruments import (
+    Counter,
+    Gauge,
+    Histogram,
+    Instrument,
+    Timer,
+    _is_coroutine_function,
+)
 from holter.core.registry import Registry
 from holter.core.tracing import (
     Span,
@@ -121,6 +130,9 @@ class Monitor:
         self.collector.tracer = self.tracer
         if self.config.propagate_threads:
             install_thread_propagation()
+        self._parent_run = self.config.parent_run
+        self.runtime: Any = None
+        self.loop_monitor: Any = None
         if not self.config.disabled:
             try:
                 self._ensure_store()
@@ -129,6 +141,8 @@ class Monitor:
                     raise
                 logger.warning("holter: %s; recording in memory and retrying at each flush", exc)
         _live.add(self)
+        if not self.config.disabled:
+            self._start_sources()
         if start:
             install_exit_hooks()
             self.collector.start()
@@ -198,6 +212,90 @@ class Monitor:
         """Decorator recording each call's duration (sync and async functions)."""
         return self._timer_histogram(name, unit).timed(**tags)
 
+    # -- sources and instrumentation -----------------------------------------------------
+
+    def _start_sources(self) -> None:
+        config = self.config
+        if config.runtime:
+            from holter.sources import loop
+            from holter.sources.runtime import RuntimeMetrics
+
+            self.runtime = RuntimeMetrics(self, use_tracemalloc=config.tracemalloc)
+            self.runtime.start()
+            self.collector.samplers.append(self.runtime.sample)
+            self.loop_monitor = loop.LoopMonitor(self, config.loop_threshold_s)
+            loop.install(self.loop_monitor)
+        if config.instrument:
+            from holter import instrument
+
+            instrument.install(config.instrument, self)
+
+    def _stop_sources(self) -> None:
+        if self.config.instrument:
+            from holter import instrument
+
+            instrument.uninstall()
+        if self.runtime is not None:
+            self.runtime.stop()
+        if self.loop_monitor is not None:
+            from holter.sources import loop
+
+            loop.uninstall(self.loop_monitor)
+
+    def instrument(
+        self, name: str, **tags: object
+    ) -> Callable[[Callable[P, R]], Callable[P, R]]:
+        """Decorator for the program's own named operations (a tool, a job, a command).
+
+        Each call is a span ``name`` and feeds ``operation.duration{operation}``
+        (seconds) and ``operation.calls{operation,status}`` (``ok`` or ``error``); the
+        function's result and exceptions pass through unchanged.
+        """
+        duration = self.histogram("operation.duration", unit="s",
+                                  description="The program's own operations.")
+        calls = self.counter("operation.calls", description="Operations, by outcome.")
+        fixed = {"operation": name, **tags}
+        observe = duration.bind(**fixed).observe
+        ok = calls.bind(**fixed, status="ok")
+        failed = calls.bind(**fixed, status="error")
+        traced = traced_decorator(self.tracer, name, tags)
+
+        def decorate(fn: Callable[P, R]) -> Callable[P, R]:
+            inner = traced(fn)
+            if _is_coroutine_function(fn):
+
+                @functools.wraps(fn)
+                async def async_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
+                    start = time.perf_counter()
+                    try:
+                        result = await inner(*args, **kwargs)  # type: ignore[misc]
+                    except BaseException:
+                        failed.inc()
+                        observe(time.perf_counter() - start)
+                        raise
+                    ok.inc()
+                    observe(time.perf_counter() - start)
+                    return result
+
+                return async_wrapper  # type: ignore[return-value]
+
+            @functools.wraps(fn)
+            def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+                start = time.perf_counter()
+                try:
+                    result = inner(*args, **kwargs)
+                except BaseException:
+                    failed.inc()
+                    observe(time.perf_counter() - start)
+                    raise
+                ok.inc()
+                observe(time.perf_counter() - start)
+                return result
+
+            return wrapper
+
+        return decorate
+
     # -- tracing -----------------------------------------------------------------------
 
     def span(
@@ -263,6 +361,10 @@ class Monitor:
         if self._stopped:
             return True
         self._stopped = True
+        try:
+            self._stop_sources()
+        except Exception as exc:  # pragma: no cover - stopping must go on
+            logger.debug("holter: stopping sources failed: %r", exc)
         budget = self.config.exit_timeout_s
         deadline = _clock.monotonic_ns() + int(budget * 1e9)
         self.collector.extra_spans = self.tracer.open_spans()  # written as "unfinished"

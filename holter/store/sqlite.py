@@ -35,6 +35,10 @@ HOUR_NS = 60 * MINUTE_NS
 _ROLLUP_BATCH = 20_000
 
 
+_sqlite_connect = sqlite3.connect
+"""The original ``sqlite3.connect``: holter's own connections are never instrumented."""
+
+
 class StoreBusy(StoreError):
     """Raised when another process held the write lock for longer than the timeout."""
 
@@ -73,7 +77,7 @@ class Store:
         if not memory:
             _check_file(path, create)
         try:
-            conn = sqlite3.connect(
+            conn = _sqlite_connect(
                 path,
                 timeout=timeout_s,
                 isolation_level=None,

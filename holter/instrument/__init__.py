@@ -1,0 +1,104 @@
+"""Automatic instrumentation: HTTP clients, databases, subprocesses (layer 2).
+
+``install(["http", "db", "subprocess"], monitor)`` patches the libraries that are
+installed (each only if importable) so every call records a span plus metrics into
+``monitor``; ``uninstall()`` puts every original back. Patching never changes what
+a call returns or raises; holter's own failures inside a patch are counted and the
+program's call goes on.
+
+========== ===============================================================================
+name       what is instrumented
+========== ===============================================================================
+http       ``http.client`` (so ``urllib.request``, ``requests``, ``urllib3``), ``httpx``
+           (sync and async), ``aiohttp`` client; outgoing requests carry ``traceparent``
+db         ``sqlite3`` connections, ``psycopg`` (3) cursors, any DB-API 2 connection
+           through :func:`holter.instrument.db.wrap_connection`
+subprocess ``subprocess.Popen`` (so ``run``, ``call``, ``check_output``),
+           ``asyncio.create_subprocess_exec`` / ``_shell``
+========== ===============================================================================
+
+Inbound requests are recorded by the WSGI and ASGI middlewares in
+:mod:`holter.instrument.web`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import threading
+from collections.abc import Iterable
+from typing import Any
+
+from holter.errors import ConfigError
+from holter.instrument._common import failed
+
+AVAILABLE = ("http", "db", "subprocess")
+"""Names :func:`install` accepts."""
+
+_lock = threading.Lock()
+_installed: dict[str, Any] = {}
+
+
+class Patches:
+    """Attributes replaced on objects, with their originals, so they can be put back."""
+
+    def __init__(self) -> None:
+        self._done: list[tuple[Any, str, Any, bool]] = []
+
+    def replace(self, owner: Any, name: str, make: Any) -> None:
+        """Replace ``owner.name`` by ``make(original)``; remember the original."""
+        own = not isinstance(owner, type) or name in owner.__dict__
+        current = owner.__dict__[name] if isinstance(owner, type) and own else getattr(owner, name)
+        wrapper = make(current)
+        with contextlib.suppress(AttributeError, TypeError):  # e.g. a plain value
+            wrapper.__holter_original__ = current
+        setattr(owner, name, wrapper)
+        self._done.append((owner, name, current, own))
+
+    def undo(self) -> None:
+        """Put every original back, newest first."""
+        while self._done:
+            owner, name, original, own = self._done.pop()
+            if own:
+                setattr(owner, name, original)
+            else:  # it was inherited: remove ours so the inherited one shows again
+                delattr(owner, name)
+
+
+def install(names: Iterable[str] = AVAILABLE, monitor: Any = None) -> list[str]:
+    """Instrument ``names`` (``http``, ``db``, ``subprocess``) into ``monitor``.
+
+    Returns the names now installed. A library that is not installed is skipped; a
+    name that holter does not know is a :class:`ConfigError`.
+    """
+    if monitor is None:
+        raise ConfigError("instrument.install needs the monitor to record into: "
+                          "install(names, monitor=mon), or holter.start(instrument=[...])")
+    wanted = list(names)
+    unknown = sorted(set(wanted) - set(AVAILABLE))
+    if unknown:
+        raise ConfigError(f"unknown instrumentation {unknown}; choose from {list(AVAILABLE)}")
+    failed.count_drop = monitor.registry.count_drop
+    with _lock:
+        for name in wanted:
+            if name in _installed:
+                continue
+            module = importlib.import_module(f"holter.instrument.{name}_")
+            patches = Patches()
+            module.install(monitor, patches)
+            _installed[name] = patches
+        return sorted(_installed)
+
+
+def uninstall(names: Iterable[str] | None = None) -> None:
+    """Remove instrumentation (all of it by default), restoring the original functions."""
+    with _lock:
+        for name in list(names) if names is not None else list(_installed):
+            patches = _installed.pop(name, None)
+            if patches is not None:
+                patches.undo()
+
+
+def installed() -> list[str]:
+    """Names currently installed."""
+    return sorted(_installed)

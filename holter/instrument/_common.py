@@ -1,0 +1,122 @@
+"""Shared pieces of automatic instrumentation: low-cardinality tags and safe patching.
+
+Everything here runs on the program's threads, inside calls the program made, so it
+must be cheap and must never change what the call returns or raises: holter's own
+failures are caught, counted in ``holter.dropped{reason="instrumentation_error"}`` and
+logged once.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable
+from typing import Any
+
+logger = logging.getLogger("holter")
+
+_ID_SEGMENT = re.compile(
+    r"""^(
+        \d+                                           # 123
+      | [0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}  # uuid
+      | [0-9a-fA-F]{16,}                              # long hex (hashes, object ids)
+      | (?=[A-Za-z0-9_-]*\d)[A-Za-z0-9_-]{20,}        # long tokens with digits
+    )$""",
+    re.VERBOSE,
+)
+MAX_PATH_SEGMENTS = 8
+"""Deeper paths are cut, with ``/…`` at the end, to keep templates few."""
+
+
+def path_template(path: str) -> str:
+    """``/users/123/orders/9f3c…`` → ``/users/{id}/orders/{id}`` (no query, no fragment).
+
+    Numbers, UUIDs, long hex strings and long digit-bearing tokens become ``{id}``, so a
+    metric tagged with the template has as many series as the API has routes, not as
+    many as it has users.
+    """
+    path = path.split("?", 1)[0].split("#", 1)[0] or "/"
+    parts = path.split("/")
+    out = ["{id}" if _ID_SEGMENT.match(p) else p for p in parts[: MAX_PATH_SEGMENTS + 1]]
+    text = "/".join(out)
+    if len(parts) > MAX_PATH_SEGMENTS + 1:
+        text += "/…"
+    return text if text.startswith("/") else "/" + text
+
+
+_STRING = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"")
+_NUMBER = re.compile(r"(?<![\w$])[-+]?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?\b")
+_IN_LIST = re.compile(r"\(\s*\?(?:\s*,\s*\?)+\s*\)")
+_VALUES_LIST = re.compile(r"(VALUES\s*\(\?\))(?:\s*,\s*\(\?\))+", re.IGNORECASE)
+_PLACEHOLDER = re.compile(r"%\(\w+\)s|%s|:\w+|\$\d+")
+_SPACE = re.compile(r"\s+")
+_TABLE = re.compile(
+    r"\b(?:FROM|INTO|UPDATE|TABLE|JOIN)\s+(?:IF\s+(?:NOT\s+)?EXISTS\s+)?[`\"\[]?([\w.]+)",
+    re.IGNORECASE,
+)
+MAX_STATEMENT = 300
+"""Longest statement shape stored, in characters."""
+
+
+def sql_shape(sql: object) -> str:
+    """The statement's shape: literals and parameters as ``?``, lists collapsed, spaces squeezed.
+
+    ``SELECT * FROM t WHERE id IN (1, 2, 3) AND name = 'x'`` →
+    ``SELECT * FROM t WHERE id IN (?) AND name = ?``. Parameters are never stored.
+    """
+    raw = isinstance(sql, bytes | bytearray)
+    text = bytes(sql).decode("utf-8", "replace") if raw else str(sql)  # type: ignore[arg-type]
+    text = _STRING.sub("?", text)
+    text = _PLACEHOLDER.sub("?", text)
+    text = _NUMBER.sub("?", text)
+    text = _SPACE.sub(" ", text).strip()
+    text = _IN_LIST.sub("(?)", text)
+    text = re.sub(r"\(\s*\?\s*\)", "(?)", text)
+    text = _VALUES_LIST.sub(r"\1", text)
+    if len(text) > MAX_STATEMENT:
+        text = text[: MAX_STATEMENT - 1] + "…"
+    return text
+
+
+def sql_operation(shape: str) -> str:
+    """The statement's first keyword, upper case (``SELECT``, ``INSERT``, ``BEGIN``...)."""
+    word = shape.split(" ", 1)[0].upper() if shape else ""
+    return word if word.isalpha() and len(word) <= 12 else "OTHER"
+
+
+def sql_table(shape: str) -> str:
+    """The first table the statement names, or ``""``."""
+    match = _TABLE.search(shape)
+    return match.group(1)[:64] if match else ""
+
+
+class Failures:
+    """Count and log (once per place) holter's own failures inside instrumentation."""
+
+    def __init__(self) -> None:
+        self._seen: set[str] = set()
+        self.count_drop: Callable[[str, int, object], None] | None = None
+
+    def __call__(self, where: str, exc: BaseException) -> None:
+        """Record that instrumentation code at ``where`` failed with ``exc``."""
+        try:
+            if self.count_drop is not None:
+                self.count_drop("instrumentation_error", 1, f"{where}: {exc!r}")
+            if where not in self._seen:
+                self._seen.add(where)
+                logger.warning(
+                    "holter instrumentation of %s failed (%r); the program's call went on "
+                    "unchanged, and further failures there are only counted", where, exc,
+                )
+        except Exception:  # pragma: no cover - never let accounting fail the program
+            pass
+
+
+failed = Failures()
+"""The process-wide failure counter (the monitor wires its drop counter in)."""
+
+
+def original(obj: Any, name: str) -> Any:
+    """The unpatched attribute behind a holter patch (or the attribute itself)."""
+    value = getattr(obj, name)
+    return getattr(value, "__holter_original__", value)

@@ -1,0 +1,299 @@
+"""Databases: ``sqlite3``, ``psycopg`` (3), and any DB-API 2 connection by wrapping it.
+
+Each statement is a span ``db.query`` with ``db.system``, ``db.operation`` (``SELECT``,
+``INSERT``...), ``db.table`` (the first table named), ``db.statement`` (the statement's
+shape: literals and parameters replaced by ``?``, lists collapsed; parameters are never
+recorded) and ``db.rows`` where the driver knows it. Metrics:
+``db.client.duration{system,operation,table}`` (seconds) and
+``db.client.errors{system,operation,error}``.
+
+holter's own store opens its SQLite connections with the original ``sqlite3.connect``,
+so recording never records itself.
+"""
+
+from __future__ import annotations
+
+import functools
+import sqlite3
+import sys
+from typing import Any
+
+from holter.instrument._common import failed, sql_operation, sql_shape, sql_table
+
+_recorder: _Recorder | None = None
+
+
+class _Recorder:
+    """The instruments of database calls in one monitor."""
+
+    def __init__(self, monitor: Any) -> None:
+        self.monitor = monitor
+        self.duration = monitor.histogram("db.client.duration", unit="s",
+                                          description="Database statements, by operation.")
+        self.errors = monitor.counter("db.client.errors",
+                                      description="Database statements that raised.")
+        self._shapes: dict[str, tuple[str, str, str]] = {}
+
+    def start(self, system: str, sql: object, many: bool = False) -> tuple[Any, ...] | None:
+        try:
+            key = sql if isinstance(sql, str) else repr(sql)
+            known = self._shapes.get(key)
+            if known is None:
+                shape = sql_shape(sql)
+                known = (shape, sql_operation(shape), sql_table(shape))
+                if len(self._shapes) < 4096:
+                    self._shapes[key] = known
+            shape, operation, table = known
+            tags = {"db.system": system, "db.operation": operation, "db.statement": shape}
+            if table:
+                tags["db.table"] = table
+            if many:
+                tags["db.many"] = True
+            return (self.monitor.span("db.query", **tags), system, operation, table)
+        except Exception as exc:
+            failed("db.start", exc)
+            return None
+
+    def finish(self, state: tuple[Any, ...] | None, rows: int | None,
+               error: BaseException | None) -> None:
+        if state is None:
+            return
+        span, system, operation, table = state
+        try:
+            if rows is not None and rows >= 0:
+                span.set_tag("db.rows", rows)
+            if error is not None:
+                span.set_error(error)
+            span.end()
+            self.duration.observe(span.duration_ns / 1e9, system=system, operation=operation,
+                                  table=table)
+            if error is not None:
+                self.errors.inc(system=system, operation=operation, error=type(error).__name__)
+        except Exception as exc:
+            failed("db.finish", exc)
+
+
+def _rows(cursor: Any) -> int | None:
+    try:
+        count = cursor.rowcount
+    except Exception:
+        return None
+    return count if isinstance(count, int) else None
+
+
+def _timed(system: str, method: Any, many: bool = False) -> Any:
+    """Wrap a cursor's ``execute``-like method (``self, sql, ...``)."""
+
+    @functools.wraps(method)
+    def wrapper(self: Any, sql: Any, *args: Any, **kwargs: Any) -> Any:
+        recorder = _recorder
+        if recorder is None:
+            return method(self, sql, *args, **kwargs)
+        state = recorder.start(system, sql, many)
+        try:
+            result = method(self, sql, *args, **kwargs)
+        except BaseException as exc:
+            recorder.finish(state, None, exc)
+            raise
+        recorder.finish(state, _rows(self), None)
+        return result
+
+    return wrapper
+
+
+def _timed_async(system: str, method: Any, many: bool = False) -> Any:
+    @functools.wraps(method)
+    async def wrapper(self: Any, sql: Any, *args: Any, **kwargs: Any) -> Any:
+        recorder = _recorder
+        if recorder is None:
+            return await method(self, sql, *args, **kwargs)
+        state = recorder.start(system, sql, many)
+        try:
+            result = await method(self, sql, *args, **kwargs)
+        except BaseException as exc:
+            recorder.finish(state, None, exc)
+            raise
+        recorder.finish(state, _rows(self), None)
+        return result
+
+    return wrapper
+
+
+# -- sqlite3 ---------------------------------------------------------------------------------
+
+
+class InstrumentedCursor(sqlite3.Cursor):
+    """An ``sqlite3.Cursor`` whose statements are recorded."""
+
+    execute = _timed("sqlite", sqlite3.Cursor.execute)  # type: ignore[assignment]
+    executemany = _timed("sqlite", sqlite3.Cursor.executemany, many=True)  # type: ignore[assignment]
+    executescript = _timed("sqlite", sqlite3.Cursor.executescript, many=True)  # type: ignore[assignment]
+
+
+class InstrumentedConnection(sqlite3.Connection):
+    """An ``sqlite3.Connection`` whose cursors (and shortcut methods) are recorded."""
+
+    def cursor(self, factory: Any = None) -> Any:  # type: ignore[override]
+        """A recorded cursor (or one of ``factory``, recorded if it is a plain Cursor)."""
+        if factory is None or factory is sqlite3.Cursor:
+            factory = InstrumentedCursor
+        return super().cursor(factory)
+
+    def execute(self, sql: str, parameters: Any = (), /) -> Any:  # type: ignore[override]
+        """As ``sqlite3.Connection.execute``, recorded."""
+        cursor = self.cursor()
+        cursor.execute(sql, parameters)
+        return cursor
+
+    def executemany(self, sql: str, parameters: Any, /) -> Any:  # type: ignore[override]
+        """As ``sqlite3.Connection.executemany``, recorded."""
+        cursor = self.cursor()
+        cursor.executemany(sql, parameters)
+        return cursor
+
+    def executescript(self, script: str, /) -> Any:  # type: ignore[override]
+        """As ``sqlite3.Connection.executescript``, recorded."""
+        cursor = self.cursor()
+        cursor.executescript(script)
+        return cursor
+
+
+_mixed: dict[type, type] = {}
+
+
+def _instrumented_factory(factory: Any) -> Any:
+    """A connection class recording statements, mixed into the program's own factory."""
+    if factory is None or factory is sqlite3.Connection:
+        return InstrumentedConnection
+    if not (isinstance(factory, type) and issubclass(factory, sqlite3.Connection)):
+        return factory  # a callable we cannot mix into: leave it alone
+    mixed = _mixed.get(factory)
+    if mixed is None:
+        mixed = _mixed[factory] = type(
+            f"Instrumented{factory.__name__}", (InstrumentedConnection, factory), {}
+        )
+    return mixed
+
+
+def _install_sqlite(patches: Any) -> None:
+    def make_connect(original: Any) -> Any:
+        @functools.wraps(original)
+        def connect(*args: Any, **kwargs: Any) -> Any:
+            try:
+                if len(args) >= 5:  # factory given positionally
+                    args = (*args[:4], _instrumented_factory(args[4]), *args[5:])
+                else:
+                    kwargs["factory"] = _instrumented_factory(kwargs.get("factory"))
+            except Exception as exc:
+                failed("sqlite3.connect", exc)
+            return original(*args, **kwargs)
+
+        return connect
+
+    patches.replace(sqlite3, "connect", make_connect)
+
+
+# -- psycopg 3 -------------------------------------------------------------------------------
+
+
+def _install_psycopg(patches: Any) -> None:
+    import psycopg
+
+    patches.replace(psycopg.Cursor, "execute", lambda m: _timed("postgresql", m))
+    patches.replace(psycopg.Cursor, "executemany", lambda m: _timed("postgresql", m, True))
+    patches.replace(psycopg.AsyncCursor, "execute", lambda m: _timed_async("postgresql", m))
+    patches.replace(psycopg.AsyncCursor, "executemany",
+                    lambda m: _timed_async("postgresql", m, True))
+
+
+# -- any DB-API 2 connection ----------------------------------------------------------------
+
+
+class _CursorProxy:
+    """A DB-API cursor whose ``execute``/``executemany`` are recorded; the rest passes."""
+
+    def __init__(self, cursor: Any, system: str) -> None:
+        self.__dict__["_cursor"] = cursor
+        self.__dict__["_system"] = system
+
+    def execute(self, sql: Any, *args: Any, **kwargs: Any) -> Any:
+        """As the driver's ``execute``, recorded."""
+        return _timed(self._system, lambda _s, q, *a, **k: self._cursor.execute(q, *a, **k))(
+            self, sql, *args, **kwargs)
+
+    def executemany(self, sql: Any, *args: Any, **kwargs: Any) -> Any:
+        """As the driver's ``executemany``, recorded."""
+        return _timed(self._system,
+                      lambda _s, q, *a, **k: self._cursor.executemany(q, *a, **k), True)(
+            self, sql, *args, **kwargs)
+
+    @property
+    def rowcount(self) -> Any:
+        """The driver's rowcount."""
+        return self._cursor.rowcount
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._cursor, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        setattr(self._cursor, name, value)
+
+    def __iter__(self) -> Any:
+        return iter(self._cursor)
+
+    def __enter__(self) -> Any:
+        self._cursor.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> Any:
+        return self._cursor.__exit__(*exc)
+
+
+class _ConnectionProxy:
+    """A DB-API connection whose cursors are recorded; everything else passes through."""
+
+    def __init__(self, conn: Any, system: str) -> None:
+        self.__dict__["_conn"] = conn
+        self.__dict__["_system"] = system
+
+    def cursor(self, *args: Any, **kwargs: Any) -> _CursorProxy:
+        """A recorded cursor."""
+        return _CursorProxy(self._conn.cursor(*args, **kwargs), self._system)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._conn, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        setattr(self._conn, name, value)
+
+    def __enter__(self) -> Any:
+        self._conn.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> Any:
+        return self._conn.__exit__(*exc)
+
+
+def wrap_connection(conn: Any, system: str) -> Any:
+    """Record the statements of any DB-API 2 connection (``system``: e.g. ``mysql``).
+
+    Needs the ``db`` instrumentation installed (``holter.start(instrument=["db"])``);
+    before that, and after uninstall, the wrapper records nothing and passes through.
+    """
+    return _ConnectionProxy(conn, system)
+
+
+# -- install -----------------------------------------------------------------------------------
+
+
+def install(monitor: Any, patches: Any) -> None:
+    """Patch sqlite3 and psycopg (if importable) to record into ``monitor``."""
+    recorder = _Recorder(monitor)
+    patches.replace(sys.modules[__name__], "_recorder", lambda _none: recorder)
+    _install_sqlite(patches)
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        _install_psycopg(patches)
