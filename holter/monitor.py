@@ -145,6 +145,7 @@ class Monitor:
             self._start_sources()
         if start:
             install_exit_hooks()
+            _patch_multiprocessing()
             self.collector.start()
             atexit.register(_stop_at_exit, weakref.ref(self))
 
@@ -554,6 +555,27 @@ def install_exit_hooks() -> None:
     _previous_exit = sys.exit
     sys.excepthook = _excepthook
     sys.exit = _exit
+
+
+def _patch_multiprocessing() -> None:
+    """Flush in multiprocessing children, which end with ``os._exit`` (no atexit)."""
+    if _hooks_installed.get("multiprocessing"):
+        return
+    _hooks_installed["multiprocessing"] = True
+    import multiprocessing.process as mp_process
+
+    original = mp_process.BaseProcess._bootstrap
+
+    @functools.wraps(original)
+    def _bootstrap(self: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return original(self, *args, **kwargs)
+        finally:
+            for monitor in list(_live):
+                with contextlib.suppress(Exception):
+                    monitor.stop()
+
+    mp_process.BaseProcess._bootstrap = _bootstrap  # type: ignore[method-assign]
 
 
 if hasattr(os, "register_at_fork"):

@@ -149,9 +149,10 @@ def runs_cmd(app: str | None, limit: int, db: str, as_json: bool) -> None:
 
 
 def _register() -> None:
+    from holter.cli.run import run_cmd
     from holter.cli.traces import ops_cmd, trace_cmd, traces_cmd
 
-    for command in (traces_cmd, trace_cmd, ops_cmd):
+    for command in (traces_cmd, trace_cmd, ops_cmd, run_cmd):
         cli.add_command(command)
 
 

@@ -17,8 +17,9 @@ import json
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from holter import _clock
 from holter.core.registry import tag_value
@@ -27,7 +28,7 @@ from holter.errors import QueryError
 from holter.model import QUANTILES, RunInfo, SeriesInfo, WindowStats
 from holter.store.schema import POINT_TABLES
 from holter.store.spans import SLOW_PER_CHUNK, decode_chunk, key_of_hex
-from holter.store.sqlite import Store
+from holter.store.sqlite import Store, first_rowid_at
 
 NS = 1_000_000_000
 _WINDOW_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
@@ -755,3 +756,277 @@ def run_ids(store: Store, run: int | None = None, app: str | None = None) -> lis
     """Ids of the runs matching ``run``/``app`` (None when neither filter is given)."""
     with store.reading() as conn:
         return _run_filter(conn, run, app)
+
+
+# -- export reads (holter.export: exposition, remote write, OTLP) ------------------------
+
+
+class ExportPoint(NamedTuple):
+    """One stored interval point with what an exporter needs to send it.
+
+    ``rowid`` is its row in the ``points`` table (the order points were written in,
+    which export cursors follow); ``app`` is the app of the run that wrote it.
+    """
+
+    rowid: int
+    series_id: int
+    name: str
+    kind: str
+    unit: str
+    tags: dict[str, str]
+    run_id: int
+    app: str
+    t_start_ns: int
+    t_end_ns: int
+    count: float | None
+    total: float | None
+    min: float | None
+    max: float | None
+    last: float | None
+    m2: float | None
+    sketch: bytes | None
+
+
+@dataclass(slots=True)
+class PointTotals:
+    """Everything recorded by one series for one group (an app or a run), merged.
+
+    ``count``/``total``: sums of the points' fields (a counter's increase is ``total``;
+    a histogram's observations ``count`` and their sum ``total``). ``last`` is the value
+    of the newest gauge point (``last_t_end_ns``). ``sketch`` is filled only on request.
+    """
+
+    count: float = 0.0
+    total: float = 0.0
+    min: float | None = None
+    max: float | None = None
+    last: float | None = None
+    last_t_end_ns: int | None = None
+    sketch: Sketch | None = None
+
+
+_EXPORT_COLUMNS = (
+    "p.rowid, p.series_id, s.name, s.kind, s.unit, s.tags, p.run_id, COALESCE(r.app, ''), "
+    "p.t_start_ns, p.t_end_ns, p.count, p.total, p.min, p.max, p.last, p.m2, p.sketch"
+)
+
+
+def points_after(
+    store: Store, after_rowid: int, *, limit: int = 5000
+) -> tuple[list[ExportPoint], int]:
+    """Interval points written after row ``after_rowid``, in write order, at most ``limit``.
+
+    Returns the points and the newest row id of the ``points`` table (0 when empty). A
+    newest row id below ``after_rowid`` means the table was emptied by retention and its
+    row ids started again: the caller's cursor is stale and must go back to 0.
+    """
+    with store.reading() as conn:
+        newest = conn.execute("SELECT MAX(rowid) FROM points").fetchone()[0] or 0
+        rows = conn.execute(
+            f"SELECT {_EXPORT_COLUMNS} FROM points p JOIN series s ON s.id = p.series_id "
+            "LEFT JOIN runs r ON r.id = p.run_id WHERE p.rowid > ? ORDER BY p.rowid LIMIT ?",
+            (int(after_rowid), int(limit)),
+        ).fetchall()
+    return _export_points(rows), newest
+
+
+def points_since(
+    store: Store, since_ns: int, *, upto_rowid: int | None = None, kind: str | None = None
+) -> list[ExportPoint]:
+    """Interval points whose interval ended after ``since_ns`` (and at most row ``upto_rowid``).
+
+    In write order; ``kind`` keeps one kind of series (``"histogram"``...).
+    """
+    sql = (
+        f"SELECT {_EXPORT_COLUMNS} FROM points p JOIN series s ON s.id = p.series_id "
+        "LEFT JOIN runs r ON r.id = p.run_id WHERE p.t_end_ns > ?"
+    )
+    args: list[Any] = [int(since_ns)]
+    if upto_rowid is not None:
+        sql += " AND p.rowid <= ?"
+        args.append(int(upto_rowid))
+    if kind is not None:
+        sql += " AND s.kind = ?"
+        args.append(kind)
+    with store.reading() as conn:
+        rows = conn.execute(sql + " ORDER BY p.rowid", args).fetchall()
+    return _export_points(rows)
+
+
+def first_point_rowid_after(store: Store, t_ns: int) -> int:
+    """About the first ``points`` row whose interval ended at or after ``t_ns`` (0 if none).
+
+    Points are appended in roughly time order, so a binary search over row ids finds it
+    in log(n) reads; a point written late (after a store outage) may sit before it.
+    """
+    with store.reading() as conn:
+        first = first_rowid_at(conn, "points", "t_end_ns", int(t_ns))
+        if first is None:
+            return 0
+        newest = conn.execute("SELECT MAX(rowid) FROM points").fetchone()[0] or 0
+        row = conn.execute(
+            "SELECT t_end_ns FROM points WHERE rowid >= ? ORDER BY rowid LIMIT 1", (first,)
+        ).fetchone()
+    if row is None or row[0] < t_ns:
+        return newest + 1
+    return first
+
+
+def newest_point_rowid(store: Store) -> int:
+    """The newest row id of the ``points`` table (0 when it is empty)."""
+    with store.reading() as conn:
+        return conn.execute("SELECT MAX(rowid) FROM points").fetchone()[0] or 0
+
+
+def point_totals(
+    store: Store,
+    *,
+    by: str = "app",
+    upto_rowid: int | None = None,
+    pairs: Iterable[tuple[int, Any]] | None = None,
+    sketches: bool = False,
+) -> dict[tuple[int, Any], PointTotals]:
+    """Totals per (series id, group) over every stored point: rollups and interval points.
+
+    ``by`` groups by ``"app"`` (the runs' app name) or ``"run"`` (run id). Interval points
+    count up to row ``upto_rowid`` (all when None); rollups always count (they hold only
+    points older than the raw retention). ``pairs`` limits the answer to those
+    (series id, group) pairs. ``sketches`` also merges the histograms' sketches.
+    """
+    if by not in ("app", "run"):
+        raise QueryError(f"bad grouping {by!r}: use 'app' or 'run'")
+    wanted = set(pairs) if pairs is not None else None
+    if wanted is not None and not wanted:
+        return {}
+    group = "COALESCE(r.app, '')" if by == "app" else "p.run_id"
+    out: dict[tuple[int, Any], PointTotals] = {}
+    sids = sorted({sid for sid, _ in wanted}) if wanted is not None else None
+    with store.reading() as conn:
+        for table in POINT_TABLES:
+            where = "1"
+            args: list[Any] = []
+            if table == "points" and upto_rowid is not None:
+                where += " AND p.rowid <= ?"
+                args.append(int(upto_rowid))
+            for chunk in (_chunks(sids) if sids is not None else [None]):
+                chunk_where = where
+                chunk_args = list(args)
+                if chunk is not None:
+                    chunk_where += f" AND p.series_id IN ({','.join('?' * len(chunk))})"
+                    chunk_args.extend(chunk)
+                base = (
+                    f"FROM {table} p JOIN series s ON s.id = p.series_id "
+                    f"LEFT JOIN runs r ON r.id = p.run_id WHERE {chunk_where}"
+                )
+                for sid, key, n, total, lo, hi in conn.execute(
+                    f"SELECT p.series_id, {group}, SUM(p.count), SUM(p.total), MIN(p.min), "
+                    f"MAX(p.max) {base} GROUP BY p.series_id, {group}",
+                    chunk_args,
+                ):
+                    if wanted is not None and (sid, key) not in wanted:
+                        continue
+                    acc = out.get((sid, key))
+                    if acc is None:
+                        acc = out[(sid, key)] = PointTotals()
+                    acc.count += n or 0.0
+                    acc.total += total or 0.0
+                    if lo is not None:
+                        acc.min = lo if acc.min is None else min(acc.min, lo)
+                    if hi is not None:
+                        acc.max = hi if acc.max is None else max(acc.max, hi)
+                # the newest gauge value (one max() aggregate: `last` comes from its row)
+                for sid, key, t_end, last in conn.execute(
+                    f"SELECT p.series_id, {group}, MAX(p.t_end_ns), p.last {base} "
+                    f"AND s.kind = 'gauge' GROUP BY p.series_id, {group}",
+                    chunk_args,
+                ):
+                    acc = out.get((sid, key))
+                    if acc is None or (acc.last_t_end_ns is not None and acc.last_t_end_ns > t_end):
+                        continue
+                    acc.last = last
+                    acc.last_t_end_ns = t_end
+                if sketches:
+                    for sid, key, blob in conn.execute(
+                        f"SELECT p.series_id, {group}, p.sketch {base} "
+                        "AND s.kind = 'histogram' AND p.sketch IS NOT NULL",
+                        chunk_args,
+                    ):
+                        acc = out.get((sid, key))
+                        if acc is None:
+                            continue
+                        if acc.sketch is None:
+                            acc.sketch = Sketch()
+                        acc.sketch.merge(Sketch.from_bytes(blob))
+    return out
+
+
+def series_by_id(store: Store, ids: Iterable[int] | None = None) -> dict[int, SeriesInfo]:
+    """Series (name, kind, unit, tags) by id, without point counts; all when ``ids`` is None."""
+    with store.reading() as conn:
+        if ids is None:
+            rows = conn.execute("SELECT id, name, kind, unit, tags FROM series").fetchall()
+        else:
+            rows = []
+            for chunk in _chunks(sorted(set(ids))):
+                rows.extend(conn.execute(
+                    "SELECT id, name, kind, unit, tags FROM series WHERE id IN "
+                    f"({','.join('?' * len(chunk))})",
+                    list(chunk),
+                ).fetchall())
+    return {
+        r[0]: SeriesInfo(r[0], r[1], r[2], r[3], json.loads(r[4]), 0, None, None) for r in rows
+    }
+
+
+def span_chunks_after(
+    store: Store, after_id: int, *, limit: int = 4
+) -> tuple[list[tuple[int, int, list[dict[str, Any]] | None]], int]:
+    """Stored span chunks after chunk ``after_id``, oldest first, at most ``limit``.
+
+    Each is ``(chunk id, run id, spans)`` with spans decoded as :func:`trace` gives them
+    (``None`` for a chunk that cannot be decoded). Also returns the newest chunk id (0 when
+    there is none); below ``after_id``, the caller's cursor is stale (ids started again).
+    """
+    with store.reading() as conn:
+        newest = conn.execute("SELECT MAX(id) FROM span_chunks").fetchone()[0] or 0
+        rows = conn.execute(
+            "SELECT id, run_id, data FROM span_chunks WHERE id > ? ORDER BY id LIMIT ?",
+            (int(after_id), int(limit)),
+        ).fetchall()
+    out: list[tuple[int, int, list[dict[str, Any]] | None]] = []
+    for chunk_id, run_id, data in rows:
+        try:
+            spans: list[dict[str, Any]] | None = decode_chunk(data)
+        except Exception:  # a damaged chunk must not stop an export; the caller counts it
+            spans = None
+        out.append((chunk_id, run_id, spans))
+    return out, newest
+
+
+def newest_span_chunk_id(store: Store) -> int:
+    """The newest span chunk id (0 when there is none)."""
+    with store.reading() as conn:
+        return conn.execute("SELECT MAX(id) FROM span_chunks").fetchone()[0] or 0
+
+
+def first_span_chunk_after(store: Store, t_ns: int) -> int:
+    """About the first span chunk holding spans that started at or after ``t_ns`` (0 if none)."""
+    with store.reading() as conn:
+        row = conn.execute(
+            "SELECT MIN(id) FROM span_chunks WHERE max_start_ns >= ?", (int(t_ns),)
+        ).fetchone()
+        if row[0] is not None:
+            return int(row[0])
+        newest = conn.execute("SELECT MAX(id) FROM span_chunks").fetchone()[0] or 0
+    return newest + 1
+
+
+def _export_points(rows: Sequence[Sequence[Any]]) -> list[ExportPoint]:
+    tags_of: dict[int, dict[str, str]] = {}
+    out = []
+    for r in rows:
+        tags = tags_of.get(r[1])
+        if tags is None:
+            tags = tags_of[r[1]] = json.loads(r[5])
+        out.append(ExportPoint(r[0], r[1], r[2], r[3], r[4], tags, r[6], r[7], *r[8:]))
+    return out

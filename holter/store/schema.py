@@ -123,6 +123,19 @@ _V2 = [
     "CREATE INDEX slow_traces_start ON slow_traces(start_ns)",
 ]
 
+# Export cursors (holter.store.cursors): per export target, the last point row and span
+# chunk it has sent, and a small JSON state (e.g. the last timestamp sent per series), so a
+# push that stops and starts again resumes where it stopped and sends nothing twice.
+_V4 = [
+    """CREATE TABLE export_cursors (
+        target TEXT PRIMARY KEY,
+        points_rowid INTEGER NOT NULL DEFAULT 0,
+        span_chunk_id INTEGER NOT NULL DEFAULT 0,
+        state TEXT NOT NULL DEFAULT '{}',
+        updated_ns INTEGER NOT NULL
+    )""",
+]
+
 Migration = list[str] | Callable[[sqlite3.Connection], None]
 
 MIGRATIONS: dict[int, Migration] = {}
@@ -132,6 +145,7 @@ Each feature registers its own version below, one line each; never edit a releas
 """
 MIGRATIONS[1] = _V1  # runs, series, points and rollups
 MIGRATIONS[2] = _V2  # spans
+MIGRATIONS[4] = _V4  # export cursors
 
 SCHEMA_VERSION = max(MIGRATIONS)
 """The schema this holter writes and reads: the newest migration."""

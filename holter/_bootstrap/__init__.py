@@ -1,0 +1,1 @@
+"""The directory ``holter run`` puts first on the program's PYTHONPATH (it holds sitecustomize)."""
