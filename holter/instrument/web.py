@@ -17,6 +17,7 @@ The application's responses and exceptions pass through unchanged.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -85,6 +86,7 @@ class HolterWSGIMiddleware:
         self._recorder = _Recorder(monitor, route)
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        """Serve one request through the application, recording it."""
         recorder = self._recorder
         state = recorder.start(
             str(environ.get("REQUEST_METHOD", "GET")).upper(),
@@ -94,10 +96,8 @@ class HolterWSGIMiddleware:
         status: list[int] = []
 
         def recording_start_response(code: str, headers: Any, *args: Any) -> Any:
-            try:
+            with contextlib.suppress(ValueError):
                 status.append(int(str(code).split(" ", 1)[0]))
-            except ValueError:
-                pass
             return start_response(code, headers, *args)
 
         token = _current.set(state[0]) if state is not None else None
@@ -152,6 +152,7 @@ class HolterASGIMiddleware:
         self._recorder = _Recorder(monitor, route)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        """Serve one ASGI call through the application, recording HTTP requests."""
         if scope.get("type") != "http":
             await self.app(scope, receive, send)
             return
@@ -171,10 +172,8 @@ class HolterASGIMiddleware:
 
         async def recording_send(message: dict[str, Any]) -> None:
             if message.get("type") == "http.response.start":
-                try:
+                with contextlib.suppress(TypeError, ValueError):
                     status.append(int(message.get("status", 0)))
-                except (TypeError, ValueError):
-                    pass
             await send(message)
 
         if state is None:
