@@ -30,7 +30,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from holter.errors import ConfigError
-from holter.instrument._common import failed
+from holter.instrument._common import cancel_import_hooks, failed, when_imported
 
 AVAILABLE = ("http", "db", "subprocess")
 """Names :func:`install` accepts."""
@@ -44,6 +44,7 @@ class Patches:
 
     def __init__(self) -> None:
         self._done: list[tuple[Any, str, Any, bool]] = []
+        self._hooks: list[Any] = []
 
     def replace(self, owner: Any, name: str, make: Any) -> None:
         """Replace ``owner.name`` by ``make(original)``; remember the original."""
@@ -55,8 +56,15 @@ class Patches:
         setattr(owner, name, wrapper)
         self._done.append((owner, name, current, own))
 
+    def when_imported(self, module: str, hook: Any) -> None:
+        """Run ``hook(module)`` once ``module`` is imported (now, if it already is)."""
+        self._hooks.append(hook)
+        when_imported(module, hook)
+
     def undo(self) -> None:
-        """Put every original back, newest first."""
+        """Put every original back, newest first; forget hooks that have not run."""
+        cancel_import_hooks(self._hooks)
+        self._hooks.clear()
         while self._done:
             owner, name, original, own = self._done.pop()
             if own:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -28,7 +29,21 @@ MAX_PATH_SEGMENTS = 8
 """Deeper paths are cut, with ``/…`` at the end, to keep templates few."""
 
 
+_templates: dict[str, str] = {}
+
+
 def path_template(path: str) -> str:
+    """The path as a template, cached (see :func:`make_path_template`)."""
+    known = _templates.get(path)
+    if known is None:
+        known = make_path_template(path)
+        if len(_templates) >= 8192:  # bounded: ids make paths unique
+            _templates.clear()
+        _templates[path] = known
+    return known
+
+
+def make_path_template(path: str) -> str:
     """``/users/123/orders/9f3c…`` → ``/users/{id}/orders/{id}`` (no query, no fragment).
 
     Numbers, UUIDs, long hex strings and long digit-bearing tokens become ``{id}``, so a
@@ -36,6 +51,8 @@ def path_template(path: str) -> str:
     many as it has users.
     """
     path = path.split("?", 1)[0].split("#", 1)[0] or "/"
+    if not any(c.isdigit() for c in path):  # no ids at all: the path is its own template
+        return path if path.startswith("/") else "/" + path
     parts = path.split("/")
     out = ["{id}" if _ID_SEGMENT.match(p) else p for p in parts[: MAX_PATH_SEGMENTS + 1]]
     text = "/".join(out)
@@ -120,3 +137,82 @@ def original(obj: Any, name: str) -> Any:
     """The unpatched attribute behind a holter patch (or the attribute itself)."""
     value = getattr(obj, name)
     return getattr(value, "__holter_original__", value)
+
+
+class _AfterImport:
+    """A ``sys.meta_path`` finder that runs hooks right after a module is first imported.
+
+    Instrumenting a library that the program never imports must cost nothing: importing
+    ``aiohttp`` or ``psycopg`` just to patch them costs ~0.1 s each at start-up.
+    """
+
+    def __init__(self) -> None:
+        self.hooks: dict[str, list[Callable[[Any], None]]] = {}
+
+    def find_spec(self, fullname: str, path: Any, target: Any = None) -> Any:
+        """Find the module with the other finders; run the hooks once it has loaded."""
+        if fullname not in self.hooks:
+            return None
+        for finder in sys.meta_path:
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(fullname, path, target)
+            if spec is not None:
+                break
+        else:
+            return None
+        loader = spec.loader
+        if loader is None or not hasattr(loader, "exec_module"):
+            return spec
+        hooks = self.hooks.pop(fullname, [])
+        original_exec = loader.exec_module
+
+        def exec_module(module: Any) -> None:
+            original_exec(module)
+            for hook in hooks:
+                try:
+                    hook(module)
+                except Exception as exc:
+                    failed(f"import hook {fullname}", exc)
+
+        spec.loader = _HookedLoader(loader, exec_module)
+        return spec
+
+
+class _HookedLoader:
+    """A loader that runs the real loader, then holter's hooks (see :class:`_AfterImport`)."""
+
+    def __init__(self, loader: Any, exec_module: Callable[[Any], None]) -> None:
+        self._loader = loader
+        self.exec_module = exec_module
+
+    def create_module(self, spec: Any) -> Any:
+        """As the real loader."""
+        return self._loader.create_module(spec)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._loader, name)
+
+
+_after_import = _AfterImport()
+
+
+def when_imported(name: str, hook: Callable[[Any], None]) -> None:
+    """Run ``hook(module)`` now if ``name`` is imported, else right after its first import."""
+    module = sys.modules.get(name)
+    if module is not None:
+        hook(module)
+        return
+    if _after_import not in sys.meta_path:
+        sys.meta_path.insert(0, _after_import)
+    _after_import.hooks.setdefault(name, []).append(hook)
+
+
+def cancel_import_hooks(hooks: list[Callable[[Any], None]]) -> None:
+    """Forget hooks that have not run yet."""
+    for name in list(_after_import.hooks):
+        kept = [h for h in _after_import.hooks[name] if h not in hooks]
+        if kept:
+            _after_import.hooks[name] = kept
+        else:
+            del _after_import.hooks[name]

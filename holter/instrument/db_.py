@@ -287,13 +287,8 @@ def wrap_connection(conn: Any, system: str) -> Any:
 
 
 def install(monitor: Any, patches: Any) -> None:
-    """Patch sqlite3 and psycopg (if importable) to record into ``monitor``."""
+    """Patch sqlite3 now, and psycopg when (if ever) the program imports it."""
     recorder = _Recorder(monitor)
     patches.replace(sys.modules[__name__], "_recorder", lambda _none: recorder)
     _install_sqlite(patches)
-    try:
-        import psycopg  # noqa: F401
-    except ImportError:
-        pass
-    else:
-        _install_psycopg(patches)
+    patches.when_imported("psycopg", lambda _module: _install_psycopg(patches))

@@ -64,21 +64,11 @@ def _host(host: str, port: int | None, default: int) -> str:
 
 
 def install(monitor: Any, patches: Any) -> None:
-    """Patch every HTTP client library that is importable."""
+    """Patch http.client now, and httpx and aiohttp when (if ever) the program imports them."""
     recorder = _Recorder(monitor)
     _install_http_client(recorder, patches)
-    try:
-        import httpx  # noqa: F401
-    except ImportError:
-        pass
-    else:
-        _install_httpx(recorder, patches)
-    try:
-        import aiohttp  # noqa: F401
-    except ImportError:
-        pass
-    else:
-        _install_aiohttp(recorder, patches)
+    patches.when_imported("httpx", lambda _module: _install_httpx(recorder, patches))
+    patches.when_imported("aiohttp", lambda _module: _install_aiohttp(recorder, patches))
 
 
 # -- http.client ---------------------------------------------------------------------------
