@@ -19,6 +19,7 @@ Targets: ≤ 3 % wall and ≤ 5 % CPU. JSON on stdout.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import resource
@@ -32,7 +33,7 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 APP = str(HERE / "workload_app.py")
-BOOTSTRAP = str(Path(__import__("holter._bootstrap").__file__).resolve().parent)
+BOOTSTRAP = str(Path(importlib.import_module("holter._bootstrap").__file__).resolve().parent)
 
 
 def _holter_cli() -> str:

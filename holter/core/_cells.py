@@ -23,6 +23,7 @@ import itertools
 import math
 import operator
 import threading
+import time
 from array import array
 from collections.abc import Callable
 from typing import Any
@@ -37,10 +38,25 @@ NUMPY_MIN_BATCH = 512
 
 _INF = math.inf
 _np: Any = None
-_numpy_state = {"tried": False, "enabled": True}
+_numpy_state = {"tried": False, "enabled": True, "stopping": False}
 
 OnBad = Callable[..., None]
 """``on_bad(value, reason, count=1)``: count a dropped value (raises in strict mode)."""
+
+
+NUMPY_AFTER_S = 20.0
+"""numpy is imported only by a process that has been recording this long (seconds):
+importing it costs 0.1 to 1 s of CPU, which a short program must never pay."""
+_STARTED = time.monotonic()
+
+
+def want_numpy() -> bool:
+    """Load numpy for a busy histogram if this process is long-lived and not stopping."""
+    if _np is not None:
+        return True
+    if _numpy_state["stopping"] or time.monotonic() - _STARTED < NUMPY_AFTER_S:
+        return False
+    return load_numpy()
 
 
 def load_numpy() -> bool:

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from holter import _clock
-from holter.core._cells import CounterCell, GaugeCell, HistogramCell, load_numpy
+from holter.core._cells import CounterCell, GaugeCell, HistogramCell, _numpy_state, want_numpy
 from holter.core.instruments import Gauge, Histogram, Instrument
 from holter.core.registry import Registry
 from holter.core.tracing import Tracer
@@ -114,6 +114,7 @@ class Collector:
     def shutdown(self, timeout_s: float = 0.5) -> bool:
         """Stop the thread and do a final flush within ``timeout_s``; True if all was written."""
         deadline = _clock.monotonic_ns() + int(timeout_s * 1e9)
+        _numpy_state["stopping"] = True  # never import numpy on the way out
         self._stop.set()
         self._wake.set()
         thread = self._thread
@@ -235,7 +236,7 @@ class Collector:
         """Fold the histogram buffers that recording threads handed over."""
         requests = self.registry.take_fold_requests()
         if requests:
-            load_numpy()  # a busy histogram: the vectorised fold pays for the import
+            want_numpy()  # a busy histogram: the vectorised fold pays for the import
             for cell in requests:
                 cell.fold()
 
@@ -281,7 +282,7 @@ class Collector:
                 instrument.sample_callbacks()
             for cell in instrument.series():
                 if not numpy_checked and isinstance(cell, HistogramCell) and cell.pending() >= 512:
-                    load_numpy()
+                    want_numpy()
                     numpy_checked = True
                 point = _point(cell, t_start, t_end)
                 if point is None:

@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
-from holter.core._cells import NUMPY_MIN_BATCH, load_numpy
+from holter.core._cells import NUMPY_MIN_BATCH, want_numpy
 from holter.core.instruments import Histogram, _is_coroutine_function
 from holter.errors import ConfigError
 
@@ -492,7 +492,7 @@ class Tracer:
             else:
                 self._hold(span, out)
         if n >= NUMPY_MIN_BATCH:
-            load_numpy()  # busy tracing: fold span.duration with numpy when installed
+            want_numpy()  # busy tracing: fold span.duration with numpy when installed
         for name, values in durations.items():
             self._duration_cell(name).observe_many([v / 1e9 for v in values])
         self.anchor()

@@ -10,8 +10,6 @@ started is ``subprocess.errors{command,error}``.
 
 from __future__ import annotations
 
-import asyncio
-import asyncio.subprocess
 import contextvars
 import functools
 import os
@@ -149,9 +147,15 @@ def install(monitor: Any, patches: Any) -> None:
 
         return wait
 
-    for module in (asyncio, asyncio.subprocess):
-        patches.replace(module, "create_subprocess_exec",
-                        lambda original: make_create(original, shell=False))
-        patches.replace(module, "create_subprocess_shell",
-                        lambda original: make_create(original, shell=True))
-    patches.replace(asyncio.subprocess.Process, "wait", make_wait)
+    def patch_asyncio(_module: Any) -> None:
+        import asyncio
+        import asyncio.subprocess
+
+        for module in (asyncio, asyncio.subprocess):
+            patches.replace(module, "create_subprocess_exec",
+                            lambda original: make_create(original, shell=False))
+            patches.replace(module, "create_subprocess_shell",
+                            lambda original: make_create(original, shell=True))
+        patches.replace(asyncio.subprocess.Process, "wait", make_wait)
+
+    patches.when_imported("asyncio", patch_asyncio)

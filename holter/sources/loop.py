@@ -16,8 +16,6 @@ traces --name asyncio.loop.blocked`` shows which line blocked and for how long.
 
 from __future__ import annotations
 
-import asyncio
-import asyncio.base_events
 import contextlib
 import functools
 import os
@@ -26,7 +24,12 @@ import threading
 import time
 import traceback
 import weakref
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from holter.instrument._common import when_imported
+
+if TYPE_CHECKING:
+    import asyncio
 
 HEARTBEAT_S = 0.05
 """Seconds between heartbeats on a watched loop."""
@@ -36,7 +39,6 @@ STACK_FRAMES = 12
 """Frames of the blocking stack kept in the event."""
 
 _HOLTER_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_ASYNCIO_DIR = os.path.dirname(os.path.abspath(asyncio.__file__))
 
 
 class _Watched:
@@ -156,9 +158,10 @@ class LoopMonitor:
 
 def _blocking_line(stack: list[traceback.FrameSummary]) -> str:
     """The innermost frame that is the program's own code (not asyncio's, not holter's)."""
+    asyncio_dir = os.path.dirname(os.path.abspath(sys.modules["asyncio"].__file__ or ""))
     for frame in reversed(stack):
         path = os.path.abspath(frame.filename)
-        if not path.startswith((_ASYNCIO_DIR, _HOLTER_DIR)) and "threading.py" not in path:
+        if not path.startswith((asyncio_dir, _HOLTER_DIR)) and "threading.py" not in path:
             return f"{os.path.basename(frame.filename)}:{frame.lineno} in {frame.name}"
     if stack:
         frame = stack[-1]
@@ -171,17 +174,29 @@ _patched = {"done": False}
 
 
 def install(loop_monitor: LoopMonitor) -> None:
-    """Watch every loop that runs from now on (and the running one, if any)."""
+    """Watch every loop that runs from now on (and the running one, if any).
+
+    Nothing is imported or patched until the program imports asyncio itself.
+    """
     _monitors.add(loop_monitor)
-    try:
-        running = asyncio.get_running_loop()
-    except RuntimeError:
-        running = None
-    if running is not None:
-        loop_monitor.watch(running)
+    asyncio = sys.modules.get("asyncio")
+    if asyncio is not None:
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is not None:
+            loop_monitor.watch(running)
+    when_imported("asyncio", _patch_loops)
+
+
+def _patch_loops(_asyncio: Any) -> None:
+    """Make every loop start its heartbeat when it runs (once per process)."""
     if _patched["done"]:
         return
     _patched["done"] = True
+    import asyncio.base_events
+
     cls = asyncio.base_events.BaseEventLoop
     original = cls.run_forever
 
