@@ -41,7 +41,6 @@ from holter.core.tracing import (
     Span,
     SpanContext,
     Tracer,
-    _current,
     install_thread_propagation,
     traced_decorator,
 )
@@ -128,6 +127,8 @@ class Monitor:
             wake=self.collector.wake,
         )
         self.collector.tracer = self.tracer
+        # the hot path: mon.span(...) constructs the Span directly, without a Python frame
+        self.span = functools.partial(Span, self.tracer)  # type: ignore[method-assign]
         if self.config.propagate_threads:
             install_thread_propagation()
         self._parent_run = self.config.parent_run
@@ -140,6 +141,13 @@ class Monitor:
                 if _is_config_problem(exc):
                     raise
                 logger.warning("holter: %s; recording in memory and retrying at each flush", exc)
+        self.anomaly_detection: Any = None
+        """The after-flush hook that judges every series (:mod:`holter.analysis.anomaly`)."""
+        if not self.config.disabled and self.config.anomalies:
+            from holter.analysis.anomaly import AnomalyDetection
+
+            self.anomaly_detection = AnomalyDetection(self)
+            self.after_flush_hooks.append(self.anomaly_detection)
         _live.add(self)
         if not self.config.disabled:
             self._start_sources()
@@ -307,7 +315,7 @@ class Monitor:
         Its parent is ``context`` (e.g. from :func:`holter.extract`) or else the current
         span; without either it starts a new trace. Entering it makes it current.
         """
-        return Span(self.tracer, name, context if context is not None else _current.get(), tags)
+        return Span(self.tracer, name, context, **tags)
 
     def traced(
         self, name: str | None = None, **tags: object
@@ -346,6 +354,70 @@ class Monitor:
     def store(self) -> Store:
         """The open store (opened on demand)."""
         return self._ensure_store()
+
+    def anomalies(
+        self,
+        window: str | float | None = "1h",
+        *,
+        metric: str | None = None,
+        tags: Mapping[str, object] | None = None,
+        min_severity: str = "low",
+        flush: bool = True,
+    ) -> list[Any]:
+        """Anomalies found in the window, newest first (:class:`holter.store.anomalies.Anomaly`).
+
+        Each has ``metric``, ``tags``, ``stat``, ``time_ns``, ``value``, ``expected``,
+        ``low``/``high`` (the band), ``score``, ``severity``, ``kind`` and ``maturity``.
+        """
+        from holter.analysis.anomaly import find_anomalies
+
+        if flush:
+            self.flush()
+        return find_anomalies(self._ensure_store(), window, metric=metric, tags=tags,
+                              min_severity=min_severity)
+
+    def baselines(self, metric: str | None = None, *, flush: bool = True) -> list[Any]:
+        """What each series is compared against, and how mature that baseline is.
+
+        One :class:`holter.analysis.baseline.Baseline` per series and statistic.
+        """
+        from holter.analysis.baseline import baselines
+
+        if flush:
+            self.flush()
+            if self.anomaly_detection is not None:
+                self.anomaly_detection.checkpoint()
+        return baselines(self._ensure_store(), metric=metric)
+
+    # -- export ------------------------------------------------------------------------
+
+    def export(self, target: str = "otlp", **options: Any) -> Any:
+        """Push what each flush writes to ``target`` (``"otlp"``), from the collector side.
+
+        Options: ``endpoint`` (default ``$OTEL_EXPORTER_OTLP_ENDPOINT`` or
+        http://127.0.0.1:4318), ``headers``, ``timeout_s``, ``temporality``
+        (``"cumulative"``/``"delta"``), ``compression``, ``max_backlog``, ``traces``.
+        Returns the :class:`holter.export.push.CollectorPusher`. Failures are counted in
+        ``holter.export.failed{target,reason}`` and never reach the program.
+        """
+        from holter.export.push import attach
+
+        return attach(self, target, **options)
+
+    def serve_prometheus(
+        self, port: int = 9464, host: str = "127.0.0.1", *, token: str | None = None,
+        **options: Any,
+    ) -> Any:
+        """Serve ``/metrics`` (Prometheus exposition of this monitor's store) in a thread.
+
+        Binds 127.0.0.1 unless ``host`` says otherwise (then a warning is logged; pass a
+        bearer ``token``). ``port=0`` picks a free port. Options: ``window_s``,
+        ``histograms`` (``"summary"``/``"histogram"``), ``buckets``. Returns the started
+        :class:`holter.export.prometheus.MetricsServer` (``.url``, ``.stop()``).
+        """
+        from holter.export.prometheus import serve
+
+        return serve(self.config.db, port=port, host=host, token=token, **options)
 
     # -- lifecycle ---------------------------------------------------------------------
 

@@ -201,9 +201,11 @@ class Span:
         self,
         tracer: Tracer,
         name: str,
-        parent: Span | SpanContext | None,
-        tags: dict[str, Any],
+        /,
+        context: Span | SpanContext | None = None,
+        **tags: Any,
     ) -> None:
+        parent = context if context is not None else _current.get()
         self._tracer = tracer
         self.name = name
         # _rare: the collector must take the slow path for this span (sampled out, or
@@ -445,8 +447,7 @@ class Tracer:
         tags: dict[str, Any] | None = None,
     ) -> Span:
         """A new span, child of ``context`` or else of the current span."""
-        parent = context if context is not None else _current.get()
-        return Span(self, name, parent, tags if tags is not None else {})
+        return Span(self, name, context, **(tags or {}))
 
     def overflow(self, span: Span) -> None:
         """A finished span found the buffer full: count the drop, keep its duration."""
