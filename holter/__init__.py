@@ -47,6 +47,7 @@ def start(
     version: str | None = None,
     max_series: int | None = None,
     exit_timeout: float | str | None = None,
+    export: str | list[str] | dict[str, dict[str, Any]] | None = None,
     **settings: Any,
 ) -> Monitor:
     """Start the default monitor and return it.
@@ -56,6 +57,9 @@ def start(
     Calling ``start`` again with the same settings returns the running monitor.
     Other settings of :class:`holter.config.Config` may be given by name
     (``sample_ratio=0.1``, ``propagate_threads=False``, ``raw_retention_s=...``).
+    ``export=["otlp"]`` pushes every flush over OTLP/HTTP (``$OTEL_EXPORTER_OTLP_ENDPOINT``
+    or http://127.0.0.1:4318); ``export={"otlp": {"endpoint": URL}}`` passes options to
+    :meth:`Monitor.export`.
     """
     global _default
     from holter.config import Config
@@ -81,6 +85,17 @@ def start(
             )
         install_exit_hooks()
         _default = Monitor(config)
+        if export:
+            try:
+                targets = {export: {}} if isinstance(export, str) else (
+                    dict(export) if isinstance(export, dict) else {t: {} for t in export}
+                )
+                for target, options in targets.items():
+                    _default.export(target, **(options or {}))
+            except Exception:
+                _default.stop()
+                _default = None
+                raise
         return _default
 
 
@@ -153,6 +168,14 @@ def __getattr__(name: str) -> Any:
         from holter.model import WindowStats
 
         return WindowStats
+    if name == "otel":
+        import holter.otel
+
+        return holter.otel
+    if name == "analysis":
+        import holter.analysis
+
+        return holter.analysis
     if name == "testing":
         import holter.testing
 

@@ -123,6 +123,7 @@ class Config:
     parent_run: int | None = None
     max_pending_points: int = DEFAULT_MAX_PENDING_POINTS
     store_timeout_s: float = DEFAULT_STORE_TIMEOUT_S
+    anomalies: bool = True  # judge every series in the collector (holter.analysis.anomaly)
     extra: dict[str, object] = field(default_factory=dict)
 
     @classmethod

@@ -154,6 +154,14 @@ def _register() -> None:
 
     for command in (traces_cmd, trace_cmd, ops_cmd, run_cmd):
         cli.add_command(command)
+    from holter.cli.export import export_group, serve_cmd
+
+    cli.add_command(serve_cmd)
+    cli.add_command(export_group)
+    from holter.cli.anomalies import anomalies_cmd, baselines_cmd
+
+    cli.add_command(anomalies_cmd)
+    cli.add_command(baselines_cmd)
 
 
 _register()

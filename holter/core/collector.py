@@ -245,12 +245,18 @@ class Collector:
         tracer = self.tracer
         if tracer is None or not tracer.pending():
             return True
+        written: list[Batch] = []
         with self._flush_lock:
             batch = Batch(self._last_ns, self._last_ns, [], tracer.drain())
             self._pending.append(batch)
             self._pending_points += batch.size
-            ok = self._write_pending(None)
+            ok = self._write_pending(None, written)
             self._trim()
+        if written and self.after_flush is not None:  # exporters must see these spans too
+            try:
+                self.after_flush(written)
+            except Exception as exc:
+                logger.debug("holter after-flush hook failed: %r", exc)
         return ok
 
     @property

@@ -12,7 +12,6 @@ import base64
 import contextlib
 import ipaddress
 import random
-import socket
 import threading
 import urllib.error
 import urllib.parse
@@ -145,14 +144,14 @@ class HttpTarget:
                 retryable=retryable,
                 retry_after_s=retry_after,
             ) from None
-        except (TimeoutError, socket.timeout):
+        except TimeoutError:
             raise ExportFailed(
                 f"{self.display} did not answer within {timeout:g} s", reason="timeout",
                 retryable=True,
             ) from None
         except urllib.error.URLError as exc:
             inner = exc.reason
-            if isinstance(inner, TimeoutError | socket.timeout):
+            if isinstance(inner, TimeoutError):
                 raise ExportFailed(
                     f"{self.display} did not answer within {timeout:g} s", reason="timeout",
                     retryable=True,
@@ -192,7 +191,7 @@ class RetryPolicy:
     def delay(self, failures: int, retry_after_s: float | None = None) -> float:
         """Seconds to wait after ``failures`` consecutive failures (1 = the first)."""
         base = min(self.backoff_s * 2 ** max(failures - 1, 0), self.max_backoff_s)
-        jittered = base * (0.8 + 0.4 * random.random())  # noqa: S311 - not security
+        jittered = base * (0.8 + 0.4 * random.random())
         if retry_after_s is not None:
             jittered = max(jittered, min(retry_after_s, self.max_backoff_s))
         return min(jittered, self.max_backoff_s)

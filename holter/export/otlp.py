@@ -102,8 +102,7 @@ def resolve_endpoints(
     compression: str | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> Endpoints:
-    """The OTLP endpoints from arguments, then the standard ``OTEL_EXPORTER_OTLP_*``
-    variables, then ``http://127.0.0.1:4318``."""
+    """The OTLP endpoints: arguments, then ``OTEL_EXPORTER_OTLP_*``, then 127.0.0.1:4318."""
     env = os.environ if environ is None else environ
     base = (endpoint or env.get(OTEL_EXPORTER_OTLP_ENDPOINT) or DEFAULT_ENDPOINT).rstrip("/")
     for suffix in (METRICS_PATH, TRACES_PATH):
@@ -362,8 +361,10 @@ def rejected_points(pb: Any, answer: bytes, signal: str) -> tuple[int, str]:
 
 
 class SpansEncoder:
-    """Turns stored spans (dicts as :func:`holter.store.query.trace` gives them, with a
-    ``run_id``) into ``ExportTraceServiceRequest`` bodies."""
+    """Turns stored spans into ``ExportTraceServiceRequest`` bodies.
+
+    Spans are dicts as :func:`holter.store.query.trace` gives them, with a ``run_id``.
+    """
 
     def __init__(self, *, resource_of: Callable[[int], Mapping[str, object]]) -> None:
         self.pb = _pb()

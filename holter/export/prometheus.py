@@ -28,15 +28,16 @@ import hmac
 import ipaddress
 import logging
 import math
+import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from holter import _clock
 from holter.core.sketch import Sketch, key_of, value_of
-from holter.errors import ConfigError, HolterError, StoreError
+from holter.errors import ConfigError, HolterError
 from holter.export.names import (
     APP_LABEL,
     Family,
@@ -126,12 +127,9 @@ class Exposition:
 
     def _open(self) -> Store | None:
         if self._store is None:
-            try:
-                self._store = Store.open(self._path, create=False)
-            except StoreError as exc:
-                if "no holter store" in str(exc):
-                    return None  # nothing recorded yet: an empty exposition
-                raise
+            if not os.path.exists(self._path):
+                return None  # nothing recorded yet: an empty exposition
+            self._store = Store.open(self._path, create=False)
         return self._store
 
     def close(self) -> None:
@@ -367,9 +365,10 @@ def is_loopback(host: str) -> bool:
 class MetricsServer:
     """An HTTP server answering ``GET /metrics`` with :class:`Exposition` text.
 
-    It binds ``host`` (127.0.0.1 by default; anything else logs a warning, since every
-    metric becomes readable from the network) on ``port`` (0 picks a free port). With a
-    ``token``, requests must carry ``Authorization: Bearer <token>`` (401 otherwise).
+    It binds ``host`` (127.0.0.1 by default; anything else logs a warning, or passes it
+    to ``warn``, since every metric becomes readable from the network) on ``port`` (0
+    picks a free port). With a ``token``, requests must carry ``Authorization: Bearer
+    <token>`` (401 otherwise).
     Runs in a daemon thread after :meth:`start`; :meth:`stop` ends it.
     """
 
@@ -380,6 +379,7 @@ class MetricsServer:
         host: str = "127.0.0.1",
         port: int = DEFAULT_PORT,
         token: str | None = None,
+        warn: Callable[[str], None] | None = None,
     ) -> None:
         if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535:
             raise ConfigError(f"bad port {port!r}: use a number from 1 to 65535 (0: any free)")
@@ -395,7 +395,7 @@ class MetricsServer:
                 "anyone who can connect reads every metric"
                 + ("" if token else "; pass a bearer token (--token, or token=) to require one")
             )
-            logger.warning("%s", self.warning)
+            (warn or logger.warning)(self.warning)
         handler = _handler_class(self)
         try:
             self._server = ThreadingHTTPServer((host, port), handler)
@@ -406,6 +406,9 @@ class MetricsServer:
             ) from None
         self._server.daemon_threads = True
         self._thread: threading.Thread | None = None
+        self._serving = False
+        self._stopped = False
+        self._state_lock = threading.Lock()
 
     @property
     def port(self) -> int:
@@ -420,21 +423,32 @@ class MetricsServer:
 
     def start(self) -> MetricsServer:
         """Serve in a daemon thread; returns self."""
-        if self._thread is None:
-            self._thread = threading.Thread(
-                target=self._server.serve_forever, name="holter-metrics", daemon=True
-            )
-            self._thread.start()
+        with self._state_lock:
+            if self._thread is None and not self._serving and not self._stopped:
+                self._serving = True
+                self._thread = threading.Thread(
+                    target=self._server.serve_forever, name="holter-metrics", daemon=True
+                )
+                self._thread.start()
         return self
 
     def serve_forever(self) -> None:
         """Serve in this thread until :meth:`stop` (or KeyboardInterrupt)."""
+        with self._state_lock:
+            if self._serving or self._stopped:
+                return
+            self._serving = True
         self._server.serve_forever()
 
     def stop(self) -> None:
-        """Stop serving and close the listening socket and the store."""
-        if self._thread is not None:
-            self._server.shutdown()
+        """Stop serving and close the listening socket and the store (idempotent)."""
+        with self._state_lock:
+            if self._stopped:
+                return
+            self._stopped = True
+            serving = self._serving
+        if serving:
+            self._server.shutdown()  # returns once the serving loop has ended
         self._server.server_close()
         if self._thread is not None:
             self._thread.join(5.0)
@@ -507,3 +521,18 @@ def _authorised(header: str | None, token: str) -> bool:
     scheme, _, value = header.partition(" ")
     return scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(),
                                                               token.encode())
+
+
+def serve(
+    db: str,
+    *,
+    port: int = DEFAULT_PORT,
+    host: str = "127.0.0.1",
+    token: str | None = None,
+    window_s: float = DEFAULT_WINDOW_S,
+    histograms: str = "summary",
+    buckets: Sequence[float] | None = None,
+) -> MetricsServer:
+    """Start a :class:`MetricsServer` for the store at ``db`` in a daemon thread."""
+    exposition = Exposition(db, window_s=window_s, histograms=histograms, buckets=buckets)
+    return MetricsServer(exposition, host=host, port=port, token=token).start()

@@ -28,7 +28,7 @@ from typing import Any
 
 from holter.core.sketch import Sketch
 from holter.errors import ConfigError
-from holter.export.names import APP_LABEL, NameMapper, labels_of, label_name
+from holter.export.names import APP_LABEL, NameMapper, label_name, labels_of
 from holter.export.prometheus import QUANTILES
 from holter.store.query import ExportPoint, PointTotals
 
@@ -142,8 +142,10 @@ class RemoteWriteEncoder:
     def encode(
         self, points: Sequence[ExportPoint], since_ns: int | None = None
     ) -> tuple[bytes | None, int]:
-        """Compressed WriteRequest of ``points`` (None when nothing is to be sent) and its
-        number of samples. Points that ended at or before ``since_ns`` only move totals."""
+        """The compressed WriteRequest of ``points`` (None if empty) and its sample count.
+
+        Points that ended at or before ``since_ns`` are not sent but still move totals.
+        """
         self.mapper.update((p.name, p.kind, p.unit) for p in points)
         series: dict[tuple[tuple[str, str], ...], list[tuple[float, int]]] = {}
         n = 0

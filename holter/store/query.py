@@ -1030,3 +1030,203 @@ def _export_points(rows: Sequence[Sequence[Any]]) -> list[ExportPoint]:
             tags = tags_of[r[1]] = json.loads(r[5])
         out.append(ExportPoint(r[0], r[1], r[2], r[3], r[4], tags, r[6], r[7], *r[8:]))
     return out
+
+
+# -- anomaly detection (the tables of holter.store.anomalies) ----------------------------
+
+
+def anomalies(store: Store, start_ns: int, end_ns: int, **filters: Any) -> list[Any]:
+    """Stored anomalies overlapping ``(start_ns, end_ns]``, newest first.
+
+    Filters: ``metric``, ``tags``, ``min_severity``, ``limit``
+    (:func:`holter.store.anomalies.anomalies`).
+    """
+    from holter.store.anomalies import anomalies as read
+
+    return read(store, start_ns, end_ns, **filters)
+
+
+def detector_states(store: Store, **filters: Any) -> list[Any]:
+    """Stored detector baselines, one per series and statistic (``metric``, ``with_state``)."""
+    from holter.store.anomalies import detector_states as read
+
+    return read(store, **filters)
+
+
+# -- report reads (holter.reports): every series of a window in one pass -----------------
+
+
+@dataclass(slots=True)
+class SeriesWindow:
+    """One series over a window: what it is, its merged statistics, and (on request) sketch.
+
+    ``stats.group`` holds the series' tags; ``points`` is how many stored points (interval
+    points or rollups) were merged.
+    """
+
+    series: SeriesInfo
+    stats: WindowStats
+    points: int
+    sketch: Sketch | None = None
+
+
+def series_windows(
+    store: Store,
+    start_ns: int,
+    end_ns: int,
+    *,
+    run: int | None = None,
+    app: str | None = None,
+    names: Iterable[str] | None = None,
+    sketches: bool = False,
+) -> list[SeriesWindow]:
+    """Every series with points ending in ``(start_ns, end_ns]``, each aggregated alone.
+
+    One read of each point table for all series (instead of one window query per
+    series); rates are per second of the recorded time of the runs that wrote each
+    series, as in :func:`grouped_stats`. ``names`` keeps those metrics only; ``sketches``
+    also returns each histogram's merged sketch. Sorted by name, then tags.
+    """
+    wanted = set(names) if names is not None else None
+    with store.reading() as conn:
+        run_ids = _run_filter(conn, run, app)
+        if run_ids is not None and not run_ids:
+            return []
+        infos = {
+            r[0]: SeriesInfo(r[0], r[1], r[2], r[3], json.loads(r[4]), 0, None, None)
+            for r in conn.execute("SELECT id, name, kind, unit, tags FROM series")
+            if wanted is None or r[1] in wanted
+        }
+        run_sql = f" AND run_id IN ({','.join('?' * len(run_ids))})" if run_ids else ""
+        rows_of: dict[int, list[tuple[Any, ...]]] = {}
+        for table in POINT_TABLES:
+            for row in conn.execute(
+                "SELECT series_id, run_id, t_start_ns, t_end_ns, count, total, min, max, "
+                f"last, m2, sketch FROM {table} WHERE t_end_ns > ? AND t_end_ns <= ?{run_sql}",
+                (start_ns, end_ns, *(run_ids or ())),
+            ):
+                if row[0] in infos:
+                    rows_of.setdefault(row[0], []).append(row)
+        spans_of: dict[int, list[tuple[int, int]]] = {}
+        run_sql = f" AND r.id IN ({','.join('?' * len(run_ids))})" if run_ids else ""
+        for sid, s, e in conn.execute(
+            "SELECT rs.series_id, r.started_ns, MAX(r.last_flush_ns, COALESCE(r.ended_ns, 0)) "
+            "FROM runs r JOIN run_series rs ON rs.run_id = r.id WHERE r.started_ns < ? "
+            f"AND MAX(r.last_flush_ns, COALESCE(r.ended_ns, 0)) > ?{run_sql}",
+            (end_ns, start_ns, *(run_ids or ())),
+        ):
+            spans_of.setdefault(sid, []).append((s, e))
+    out = []
+    for sid, rows in rows_of.items():
+        info = infos[sid]
+        rows.sort(key=lambda r: r[3])
+        stats_ = aggregate(
+            rows, name=info.name, kind=info.kind, unit=info.unit, group=dict(info.tags),
+            start_ns=start_ns, end_ns=end_ns,
+            covered_s=_union_s(spans_of.get(sid, ()), start_ns, end_ns), n_series=1,
+        )
+        merged = None
+        if sketches and info.kind == "histogram":
+            merged = Sketch()
+            for r in rows:
+                if r[10]:
+                    merged.merge(Sketch.from_bytes(r[10]))
+        seen = SeriesInfo(info.id, info.name, info.kind, info.unit, info.tags, len(rows),
+                          rows[0][2], rows[-1][3])
+        out.append(SeriesWindow(seen, stats_, len(rows), merged))
+    out.sort(key=lambda w: (w.series.name, sorted(w.series.tags.items()), w.series.kind))
+    return out
+
+
+def series_steps(
+    store: Store,
+    series_ids: Sequence[int],
+    start_ns: int,
+    end_ns: int,
+    *,
+    step_ns: int | None = None,
+    points: int = 240,
+    run: int | None = None,
+    app: str | None = None,
+) -> list[WindowStats]:
+    """The given series merged and cut into equal steps ending at ``end_ns`` (for charts).
+
+    Without ``step_ns`` the step is the window over ``points``, but never finer than the
+    data's own resolution (the median length of the points read), so a short run's
+    chart has no empty steps between its flushes. Each element covers
+    ``(start_ns, end_ns]`` of its step; empty steps have count 0 and no percentiles.
+    """
+    ids = sorted(set(series_ids))
+    with store.reading() as conn:
+        run_ids = _run_filter(conn, run, app)
+        meta = {
+            r[0]: (r[1], r[2], r[3])
+            for chunk in _chunks(ids)
+            for r in conn.execute(
+                "SELECT id, name, kind, unit FROM series WHERE id IN "
+                f"({','.join('?' * len(chunk))})",
+                list(chunk),
+            )
+        }
+        rows = _points(conn, ids, start_ns, end_ns, run_ids)
+        spans = _run_spans(conn, ids, start_ns, end_ns, run_ids)
+    name, kind, unit = next(iter(meta.values()), ("", None, ""))
+    if step_ns is None:
+        step_ns = max((end_ns - start_ns) // max(points, 1), 1)
+        if rows:
+            lengths = sorted(r[3] - r[2] for r in rows)
+            step_ns = max(step_ns, lengths[len(lengths) // 2])
+    step_ns = max(int(step_ns), 1)
+    n_steps = max(1, math.ceil((end_ns - start_ns) / step_ns))
+    first_ns = end_ns - n_steps * step_ns
+    per_step: list[list[tuple[Any, ...]]] = [[] for _ in range(n_steps)]
+    for row in rows:
+        index = min(max((row[3] - first_ns - 1) // step_ns, 0), n_steps - 1)
+        per_step[index].append(row)
+    out = []
+    for i, step_rows in enumerate(per_step):
+        s = first_ns + i * step_ns
+        e = s + step_ns
+        out.append(
+            aggregate(
+                step_rows, name=name, kind=kind, unit=unit, group={}, start_ns=s, end_ns=e,
+                covered_s=_union_s(spans, s, e), n_series=len(ids),
+            )
+        )
+    return out
+
+
+# -- alerting (the tables of holter.store.alerts) -----------------------------------------
+
+
+def alerts(store: Store, **filters: Any) -> list[Any]:
+    """Stored alerts, newest first: open ones and resolved ones since ``since_ns``.
+
+    Filters: ``state``, ``since_ns``, ``rule``, ``ids``, ``limit``
+    (:func:`holter.store.alerts.alerts`).
+    """
+    from holter.store.alerts import alerts as read
+
+    return read(store, **filters)
+
+
+def alert_events(store: Store, **filters: Any) -> list[Any]:
+    """Alert history events, newest first (``since_ns``, ``rule``, ``alert_id``, ``kinds``,
+    ``limit``; :func:`holter.store.alerts.alert_events`)."""
+    from holter.store.alerts import alert_events as read
+
+    return read(store, **filters)
+
+
+def silences(store: Store, **filters: Any) -> list[Any]:
+    """Silences in force now (``now_ns``), or every one (``include_expired=True``)."""
+    from holter.store.alerts import silences as read
+
+    return read(store, **filters)
+
+
+def alert_groups(store: Store) -> dict[str, Any]:
+    """Notification state of every alert group, by group key."""
+    from holter.store.alerts import groups as read
+
+    return read(store)

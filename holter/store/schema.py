@@ -136,6 +136,102 @@ _V4 = [
     )""",
 ]
 
+# Anomaly detection (holter.store.anomalies): one detector state per (series, statistic),
+# with a summary for `holter baselines`, and one row per anomalous event. IF NOT EXISTS:
+# a store that reached a later version before this one existed gets these tables from
+# holter.store.anomalies.ensure_tables.
+_V3 = [
+    """CREATE TABLE IF NOT EXISTS detector_state (
+        series_id INTEGER NOT NULL,
+        stat TEXT NOT NULL,
+        updated_ns INTEGER NOT NULL,
+        points INTEGER NOT NULL,
+        maturity TEXT NOT NULL,
+        seasonality TEXT NOT NULL,
+        expected REAL,
+        low REAL,
+        high REAL,
+        last_value REAL,
+        last_score REAL,
+        state BLOB,
+        PRIMARY KEY (series_id, stat)
+    ) WITHOUT ROWID""",
+    """CREATE TABLE IF NOT EXISTS anomalies (
+        id INTEGER PRIMARY KEY,
+        series_id INTEGER NOT NULL,
+        stat TEXT NOT NULL,
+        run_id INTEGER,
+        time_ns INTEGER NOT NULL,
+        end_ns INTEGER NOT NULL,
+        peak_ns INTEGER NOT NULL,
+        value REAL NOT NULL,
+        expected REAL,
+        low REAL,
+        high REAL,
+        score REAL NOT NULL,
+        severity TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        maturity TEXT NOT NULL,
+        points INTEGER NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS anomalies_time ON anomalies(time_ns)",
+    "CREATE INDEX IF NOT EXISTS anomalies_end ON anomalies(end_ns)",
+    "CREATE INDEX IF NOT EXISTS anomalies_series ON anomalies(series_id, time_ns)",
+]
+
+# Alerting (holter.store.alerts): alert instances (the persisted state machine), their
+# history, silences, and notification groups. IF NOT EXISTS, like version 3: a store may
+# have reached a later version first (holter.store.alerts.ensure_tables).
+_V5 = [
+    """CREATE TABLE IF NOT EXISTS alerts (
+        id INTEGER PRIMARY KEY,
+        rule TEXT NOT NULL,
+        fingerprint TEXT NOT NULL,
+        labels TEXT NOT NULL,
+        annotations TEXT NOT NULL,
+        state TEXT NOT NULL,
+        value REAL,
+        active_ns INTEGER NOT NULL,
+        fired_ns INTEGER,
+        last_true_ns INTEGER NOT NULL,
+        evaluated_ns INTEGER NOT NULL,
+        resolved_ns INTEGER,
+        muted TEXT NOT NULL DEFAULT '',
+        run_id INTEGER
+    )""",
+    "CREATE UNIQUE INDEX IF NOT EXISTS alerts_open ON alerts(rule, fingerprint) "
+    "WHERE state != 'resolved'",
+    "CREATE INDEX IF NOT EXISTS alerts_resolved ON alerts(resolved_ns)",
+    """CREATE TABLE IF NOT EXISTS alert_events (
+        id INTEGER PRIMARY KEY,
+        time_ns INTEGER NOT NULL,
+        alert_id INTEGER,
+        rule TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        detail TEXT NOT NULL DEFAULT '{}'
+    )""",
+    "CREATE INDEX IF NOT EXISTS alert_events_time ON alert_events(time_ns)",
+    "CREATE INDEX IF NOT EXISTS alert_events_alert ON alert_events(alert_id)",
+    """CREATE TABLE IF NOT EXISTS silences (
+        id INTEGER PRIMARY KEY,
+        rule TEXT NOT NULL,
+        matchers TEXT NOT NULL,
+        starts_ns INTEGER NOT NULL,
+        ends_ns INTEGER NOT NULL,
+        created_ns INTEGER NOT NULL,
+        comment TEXT NOT NULL DEFAULT '',
+        author TEXT NOT NULL DEFAULT ''
+    )""",
+    "CREATE INDEX IF NOT EXISTS silences_ends ON silences(ends_ns)",
+    """CREATE TABLE IF NOT EXISTS alert_groups (
+        group_key TEXT PRIMARY KEY,
+        labels TEXT NOT NULL,
+        first_ns INTEGER,
+        last_notify_ns INTEGER,
+        notified TEXT NOT NULL DEFAULT '[]'
+    )""",
+]
+
 Migration = list[str] | Callable[[sqlite3.Connection], None]
 
 MIGRATIONS: dict[int, Migration] = {}
@@ -145,7 +241,9 @@ Each feature registers its own version below, one line each; never edit a releas
 """
 MIGRATIONS[1] = _V1  # runs, series, points and rollups
 MIGRATIONS[2] = _V2  # spans
+MIGRATIONS[3] = _V3  # anomaly detection: detector states, anomalies
 MIGRATIONS[4] = _V4  # export cursors
+MIGRATIONS[5] = _V5  # alerting: alerts, history, silences, notification groups
 
 SCHEMA_VERSION = max(MIGRATIONS)
 """The schema this holter writes and reads: the newest migration."""
