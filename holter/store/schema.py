@@ -1,13 +1,16 @@
 """Every table, index and migration of the store, in one place.
 
-The schema version lives in ``holter_meta``. Migrations are applied in order
-inside one transaction; a store written by a newer holter is refused with both
-versions named, so an old holter never misreads or damages it.
+The schema version lives in ``holter_meta`` and the set of applied migrations in
+``holter_migrations``. Missing migrations are applied in order inside one transaction;
+a store written by a newer holter is refused with both versions named, so an old
+holter never misreads or damages it.
 """
 
 from __future__ import annotations
 
+import re
 import sqlite3
+import time
 from collections.abc import Callable
 
 APPLICATION_ID = 0x686F6C74  # "holt"
@@ -249,19 +252,56 @@ SCHEMA_VERSION = max(MIGRATIONS)
 """The schema this holter writes and reads: the newest migration."""
 
 
-def migrate(conn: sqlite3.Connection, current: int) -> None:
-    """Apply every migration above ``current``; the caller holds a write transaction."""
-    for version in sorted(MIGRATIONS):
-        if version <= current:
-            continue
+_IF_NOT_EXISTS = re.compile(
+    r"^\s*CREATE\s+(UNIQUE\s+)?(TABLE|INDEX)\s+(?!IF\s+NOT\s+EXISTS)", re.IGNORECASE
+)
+
+
+def _idempotent(statement: str) -> str:
+    """``CREATE TABLE x`` → ``CREATE TABLE IF NOT EXISTS x`` (the same for indexes)."""
+    return _IF_NOT_EXISTS.sub(
+        lambda m: f"CREATE {m.group(1) or ''}{m.group(2)} IF NOT EXISTS ", statement, count=1
+    )
+
+
+def applied(conn: sqlite3.Connection) -> set[int] | None:
+    """Versions recorded as applied, or None for a store written before that was recorded."""
+    try:
+        return {row[0] for row in conn.execute("SELECT version FROM holter_migrations")}
+    except sqlite3.OperationalError:
+        return None
+
+
+def missing(conn: sqlite3.Connection) -> list[int]:
+    """Registered migrations this store has not had yet."""
+    done = applied(conn)
+    return sorted(MIGRATIONS) if done is None else sorted(set(MIGRATIONS) - done)
+
+
+def migrate(conn: sqlite3.Connection) -> None:
+    """Apply every registered migration the store has not had (in a write transaction).
+
+    Applied versions are recorded one by one (not as a single maximum), so a migration
+    registered with a lower number than one already applied still runs. Statements are
+    made idempotent, so a store from before that record existed is brought up safely.
+    """
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS holter_migrations "
+        "(version INTEGER PRIMARY KEY, applied_ns INTEGER NOT NULL)"
+    )
+    for version in missing(conn):
         step = MIGRATIONS[version]
         if callable(step):
             step(conn)
         else:
             for statement in step:
-                conn.execute(statement)
+                conn.execute(_idempotent(statement))
         conn.execute(
-            "INSERT INTO holter_meta(key, value) VALUES ('schema_version', ?) "
-            "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-            (str(version),),
+            "INSERT OR IGNORE INTO holter_migrations(version, applied_ns) VALUES (?, ?)",
+            (version, time.time_ns()),
         )
+    conn.execute(
+        "INSERT INTO holter_meta(key, value) VALUES ('schema_version', ?) "
+        "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+        (str(SCHEMA_VERSION),),
+    )

@@ -105,16 +105,14 @@ class Store:
                 conn.execute("PRAGMA journal_mode=DELETE")
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA foreign_keys=OFF")
-        version = _schema_version(conn)
-        if version < schema.SCHEMA_VERSION:
+        if _schema_version(conn) < schema.SCHEMA_VERSION or schema.missing(conn):
             with self.atomic():
-                version = _schema_version(conn)  # another process may have done it
-                if version < schema.SCHEMA_VERSION:
-                    conn.execute(
+                if _schema_version(conn) < schema.SCHEMA_VERSION or schema.missing(conn):
+                    conn.execute(  # another process may have done it meanwhile
                         "CREATE TABLE IF NOT EXISTS holter_meta "
                         "(key TEXT PRIMARY KEY, value TEXT NOT NULL)"
                     )
-                    schema.migrate(conn, version)
+                    schema.migrate(conn)
                     conn.execute(f"PRAGMA application_id={schema.APPLICATION_ID}")
 
     def close(self) -> None:
