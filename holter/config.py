@@ -34,6 +34,9 @@ HOLTER_MAX_SERIES = "HOLTER_MAX_SERIES"
 HOLTER_INSTRUMENT = "HOLTER_INSTRUMENT"
 """Automatic instrumentation to install: ``http,db,subprocess`` (any of them) or ``all``."""
 
+INSTRUMENTATIONS = ("http", "db", "subprocess")
+"""The automatic instrumentation holter knows (``holter.instrument``)."""
+
 HOLTER_RUNTIME = "HOLTER_RUNTIME"
 """``1`` records runtime metrics (CPU, memory, GC, event-loop lag). Default: off."""
 
@@ -43,7 +46,13 @@ HOLTER_PARENT_RUN = "HOLTER_PARENT_RUN"
 HOLTER_EXIT_TIMEOUT = "HOLTER_EXIT_TIMEOUT"
 """Longest time, in seconds, the final flush at interpreter exit may take. Default: 0.5."""
 
+HOLTER_RULES = "HOLTER_RULES"
+"""Path of an alert rules file (TOML). Default: ``./holter.toml`` when that file exists;
+an empty value turns rules files off."""
+
 DEFAULT_DB = "holter.db"
+DEFAULT_RULES_FILE = "holter.toml"
+"""Alert rules file read from the working directory when ``rules`` is not given."""
 DEFAULT_FLUSH_INTERVAL_S = 10.0
 DEFAULT_MAX_SERIES = 2000
 DEFAULT_EXIT_TIMEOUT_S = 0.5
@@ -124,6 +133,14 @@ class Config:
     max_pending_points: int = DEFAULT_MAX_PENDING_POINTS
     store_timeout_s: float = DEFAULT_STORE_TIMEOUT_S
     anomalies: bool = True  # judge every series in the collector (holter.analysis.anomaly)
+    rules: str | None = None
+    """Alert rules file (TOML); None: ``./holter.toml`` if it exists; ``""``: none."""
+    webhook: str | None = None
+    """A webhook URL that receives alert notifications (Alertmanager's webhook JSON)."""
+    notifiers: tuple[object, ...] = ()
+    """More alert notifiers: URLs, ``"log"``/``"stderr"``, callables, dicts or objects."""
+    alerting: dict[str, object] = field(default_factory=dict)
+    """Alert grouping settings (``group_wait``, ``group_interval``, ``repeat_interval``...)."""
     extra: dict[str, object] = field(default_factory=dict)
 
     @classmethod
@@ -173,10 +190,25 @@ class Config:
             instrument = [p.strip() for p in instrument.split(",") if p.strip()]
         instrument = tuple(instrument)
         if instrument == ("all",):
-            instrument = ("http", "db", "subprocess")
+            instrument = INSTRUMENTATIONS
+        unknown = sorted(set(instrument) - set(INSTRUMENTATIONS))
+        if unknown:
+            raise ConfigError(
+                f"unknown instrumentation {unknown}: choose from {list(INSTRUMENTATIONS)} "
+                "(or 'all')"
+            )
         runtime = overrides.pop("runtime", None)
         if runtime is None:
             runtime = env_flag(HOLTER_RUNTIME, env)
+        rules = overrides.pop("rules", None)
+        if rules is None:
+            rules = env.get(HOLTER_RULES)
+        if rules is not None:
+            overrides["rules"] = os.fspath(rules)  # type: ignore[arg-type]
+        if "notifiers" in overrides:
+            found = overrides["notifiers"]
+            single = isinstance(found, str | dict) or callable(found)
+            overrides["notifiers"] = (found,) if single else tuple(found or ())  # type: ignore[arg-type]
         parent = overrides.pop("parent_run", None)
         if parent is None and env.get(HOLTER_PARENT_RUN, "").strip().isdigit():
             parent = int(env[HOLTER_PARENT_RUN])

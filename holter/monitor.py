@@ -26,7 +26,7 @@ from datetime import datetime
 from typing import Any, ParamSpec, TypeVar
 
 from holter import _clock
-from holter.config import Config
+from holter.config import DEFAULT_RULES_FILE, Config, parse_seconds
 from holter.core.collector import Collector
 from holter.core.instruments import (
     Counter,
@@ -44,7 +44,7 @@ from holter.core.tracing import (
     install_thread_propagation,
     traced_decorator,
 )
-from holter.errors import NotAStore, SchemaError, StoreError
+from holter.errors import ConfigError, NotAStore, SchemaError, StoreError
 from holter.model import Batch, WindowStats
 from holter.store import query as q
 from holter.store.sqlite import Store
@@ -134,6 +134,7 @@ class Monitor:
         self._parent_run = self.config.parent_run
         self.runtime: Any = None
         self.loop_monitor: Any = None
+        self._instrumented: list[str] = []
         if not self.config.disabled:
             try:
                 self._ensure_store()
@@ -142,12 +143,18 @@ class Monitor:
                     raise
                 logger.warning("holter: %s; recording in memory and retrying at each flush", exc)
         self.anomaly_detection: Any = None
-        """The after-flush hook that judges every series (:mod:`holter.analysis.anomaly`)."""
+        """The detectors of every series (:class:`holter.analysis.anomaly.AnomalyDetection`),
+        built at the first flush in the collector thread, so start-up does not import them."""
         if not self.config.disabled and self.config.anomalies:
-            from holter.analysis.anomaly import AnomalyDetection
-
-            self.anomaly_detection = AnomalyDetection(self)
-            self.after_flush_hooks.append(self.anomaly_detection)
+            self.after_flush_hooks.append(self._judge_anomalies)
+        self._alerting: Any = None
+        if not self.config.disabled:
+            try:
+                self._configure_alerting()
+            except Exception:
+                if self._store is not None:
+                    self._store.close()
+                raise
         _live.add(self)
         if not self.config.disabled:
             self._start_sources()
@@ -237,13 +244,14 @@ class Monitor:
         if config.instrument:
             from holter import instrument
 
-            instrument.install(config.instrument, self)
+            self._instrumented = instrument.install(config.instrument, self)
 
     def _stop_sources(self) -> None:
-        if self.config.instrument:
+        if self._instrumented:
             from holter import instrument
 
-            instrument.uninstall()
+            instrument.uninstall(self._instrumented, monitor=self)  # only this monitor's claim
+            self._instrumented = []
         if self.runtime is not None:
             self.runtime.stop()
         if self.loop_monitor is not None:
@@ -355,6 +363,40 @@ class Monitor:
         """The open store (opened on demand)."""
         return self._ensure_store()
 
+    def report(
+        self,
+        period: str | None = "1h",
+        format: str | None = None,
+        output: str | os.PathLike[str] | None = None,
+        *,
+        flush: bool = True,
+        **options: Any,
+    ) -> str:
+        """A report of this store's last ``period`` (flushing first), as ``holter report``.
+
+        ``format`` is ``"json"``, ``"md"`` or ``"html"`` (default: from ``output``'s
+        extension, else Markdown); with ``output`` the report is also written there,
+        atomically. ``options``: ``run``, ``app``, ``since``, ``until``, ``title``.
+        Returns the rendered text.
+        """
+        from holter.reports import report
+
+        if flush:
+            self.flush()
+        if options.get("since") is not None or options.get("run") is not None:
+            period = None
+        return report(self._ensure_store(), format=format, output=output, period=period,
+                      **options)
+
+    def _judge_anomalies(self, written: list[Batch]) -> None:
+        """After-flush hook: anomaly detection, imported and built at the first flush."""
+        hook = self.anomaly_detection
+        if hook is None:
+            from holter.analysis.anomaly import AnomalyDetection
+
+            hook = self.anomaly_detection = AnomalyDetection(self)
+        hook(written)
+
     def anomalies(
         self,
         window: str | float | None = "1h",
@@ -389,6 +431,133 @@ class Monitor:
                 self.anomaly_detection.checkpoint()
         return baselines(self._ensure_store(), metric=metric)
 
+    # -- alerting ----------------------------------------------------------------------
+
+    def _configure_alerting(self) -> None:
+        """Rules file, webhook and notifiers from the config (nothing imported without)."""
+        config = self.config
+        path = config.rules
+        if path is None and os.path.isfile(DEFAULT_RULES_FILE):
+            path = DEFAULT_RULES_FILE
+        if not (path or config.webhook or config.notifiers or config.alerting):
+            return
+        from holter.alerting.config import load_rules_file, make_settings
+        from holter.alerting.notifiers import WebhookNotifier, make_notifier
+
+        engine = self.alerting
+        if path:
+            found = load_rules_file(path)
+            engine.settings = make_settings(config.alerting, make_settings(found.settings))
+            for notifier in found.notifiers:
+                engine.add_notifier(notifier)
+            for rule in found.rules:
+                engine.add_rule(rule)
+        if config.webhook:
+            engine.add_notifier(WebhookNotifier(config.webhook))
+        for spec in config.notifiers:
+            engine.add_notifier(make_notifier(spec))
+
+    @property
+    def alerting(self) -> Any:
+        """The :class:`holter.alerting.engine.AlertEngine` (created on first use).
+
+        It evaluates the rules after each flush, in the collector thread.
+        """
+        if self._alerting is None:
+            from holter.alerting.config import make_settings
+            from holter.alerting.engine import AlertEngine
+
+            self._alerting = AlertEngine(
+                store=self._alert_store,
+                settings=make_settings(self.config.alerting),
+                meter=self,
+                run_id=lambda: self.run_id,
+                flush_interval_s=self.config.flush_interval_s,
+            )
+            self.after_flush_hooks.append(self._alerting.after_flush)
+        return self._alerting
+
+    def _alert_store(self) -> Store:
+        if self._store is None and self._stopped:
+            raise StoreError("the monitor is stopped")
+        return self._ensure_store()
+
+    def alert(self, name: str, expr: str | None = None, **options: Any) -> Any:
+        """Define (or replace) an alert rule; return the :class:`holter.alerting.rules.Rule`.
+
+        ``expr`` is a threshold expression such as ``"p95(http.latency) > 250"``, or give
+        ``anomaly="http.latency"`` (with ``min_severity``, ``stat``, ``tags``). Options:
+        ``window`` (default 5m), ``for_`` (pending time before firing), ``keep_firing_for``,
+        ``severity`` (default warning), ``summary``/``description`` templates (``{value}``,
+        ``{threshold}``, ``{labels[route]}``...), ``labels``, ``group``, ``by``, ``tags``,
+        ``actions`` (``["gc"]``). Raises :class:`holter.alerting.rules.RuleError` (naming
+        the rule, the text and the position) for a malformed rule. A metric that is not
+        recorded yet is fine: the rule stays inactive until it is.
+        """
+        from holter.alerting.rules import make_rule
+
+        return self.alerting.add_rule(make_rule(name, expr, **options))
+
+    def on_alert(
+        self,
+        rule: str,
+        action: Callable[[Any], Any] | str,
+        *,
+        on_resolved: Callable[[Any], Any] | None = None,
+    ) -> None:
+        """Run ``action(alert)`` once each time an alert of ``rule`` fires (a corrective action).
+
+        It runs on holter's action thread; its result or exception is recorded in the
+        alert's history. ``action`` may be ``"gc"`` or ``"throttle"`` (built-ins);
+        ``on_resolved(alert)`` runs when the alert resolves.
+        """
+        engine = self.alerting
+        if action == "gc":
+            from holter.alerting.actions import collect_garbage
+
+            engine.add_action(rule, collect_garbage, name="gc", on_resolved=on_resolved)
+        elif action == "throttle":
+            engine.throttle(rule)
+        elif isinstance(action, str):
+            raise ConfigError(f"unknown action {action!r} for rule {rule!r}: use 'gc', "
+                              "'throttle' or a callable")
+        else:
+            engine.add_action(rule, action, on_resolved=on_resolved)
+
+    def throttle(self, rule: str, delay_s: float = 0.1) -> Any:
+        """The :class:`holter.alerting.actions.Throttle` engaged while ``rule`` fires."""
+        return self.alerting.throttle(rule, delay_s)
+
+    def silence(
+        self,
+        rule: str,
+        *,
+        for_: str | float = "1h",
+        tags: Mapping[str, object] | None = None,
+        comment: str = "",
+    ) -> Any:
+        """Mute notifications of ``rule`` (``*``: every rule) with these tags for ``for_``."""
+        seconds = parse_seconds(for_, "silence duration")
+        return self.alerting.silence(rule, duration_s=seconds, tags=tags, comment=comment)
+
+    def alerts(
+        self,
+        state: str | None = None,
+        *,
+        since: str | float = "24h",
+        rule: str | None = None,
+        flush: bool = False,
+    ) -> list[Any]:
+        """Open alerts and those resolved within ``since``, newest first.
+
+        Each is a :class:`holter.store.alerts.AlertRecord` (rule, labels, annotations,
+        state, value, times). ``flush=True`` flushes (and so evaluates) first.
+        """
+        if flush:
+            self.flush()
+        since_ns = _clock.time_ns() - q.parse_window(since)
+        return q.alerts(self._ensure_store(), state=state, since_ns=since_ns, rule=rule)
+
     # -- export ------------------------------------------------------------------------
 
     def export(self, target: str = "otlp", **options: Any) -> Any:
@@ -419,6 +588,44 @@ class Monitor:
 
         return serve(self.config.db, port=port, host=host, token=token, **options)
 
+    # -- dashboard ---------------------------------------------------------------------
+
+    def dashboard(
+        self,
+        *,
+        window: str = "5m",
+        refresh_s: float = 1.0,
+        this_run: bool = True,
+        flush_interval_s: float | None = 1.0,
+    ) -> None:
+        """Watch this program in the live terminal dashboard until the user quits (``q``).
+
+        Blocks; call it from the main thread while the program works in other threads
+        (or after it has worked). It reads the store like ``holter top`` does, showing
+        this run (and the runs it started) unless ``this_run`` is False. While it is open
+        the flush interval drops to ``flush_interval_s`` (when shorter) so the view is
+        live; it is restored afterwards. Needs ``pip install 'holter[dashboard]'``.
+        """
+        from holter.dashboard import run as run_dashboard
+        from holter.errors import ConfigError as _ConfigError
+
+        if self.config.disabled or self.config.db == ":memory:":
+            raise _ConfigError("the dashboard reads the store file: this monitor has none "
+                               "(disabled, or an in-memory store)")
+        store = self._ensure_store()
+        run_id = self._ensure_run(store)
+        previous = self.collector.interval_s
+        faster = flush_interval_s is not None and flush_interval_s < previous
+        if faster:
+            self.collector.set_interval(flush_interval_s)  # type: ignore[arg-type]
+        self.flush()
+        try:
+            run_dashboard(self.config.db, window=window, refresh_s=refresh_s,
+                          run=run_id if this_run else None)
+        finally:
+            if faster:
+                self.collector.set_interval(previous)
+
     # -- lifecycle ---------------------------------------------------------------------
 
     def flush(self, timeout_s: float | None = None) -> bool:
@@ -442,6 +649,8 @@ class Monitor:
         deadline = _clock.monotonic_ns() + int(budget * 1e9)
         self.collector.extra_spans = self.tracer.open_spans()  # written as "unfinished"
         ok = self.collector.shutdown(budget)
+        if self._alerting is not None:  # queued notifications: within what is left
+            self._alerting.close(max((deadline - _clock.monotonic_ns()) / 1e9, 0.0))
         store = self._store
         if store is None:
             return ok
@@ -534,6 +743,8 @@ class Monitor:
         self.registry.reset_after_fork()
         self.tracer.reset_after_fork()
         self.collector.after_fork_child()
+        if self._alerting is not None:
+            self._alerting.after_fork_child()
         if not self._stopped:
             self.collector.start()
 

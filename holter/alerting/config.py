@@ -47,10 +47,8 @@ from typing import Any
 
 from holter.alerting.notifiers import Notifier, make_notifier
 from holter.alerting.rules import LABEL_NAME, Rule, RuleError, make_rule, parse_duration
+from holter.config import DEFAULT_RULES_FILE
 from holter.errors import ConfigError
-
-DEFAULT_RULES_FILE = "holter.toml"
-"""Read from the working directory at ``holter.start()`` when no ``rules=`` is given."""
 
 GROUP_WAIT_S = 30.0
 GROUP_INTERVAL_S = 300.0
@@ -129,8 +127,11 @@ def make_settings(values: Mapping[str, Any] | None, base: Settings | None = None
         elif name == "inhibit":
             changes[name] = tuple(make_inhibit(v) for v in value)
         else:
-            seconds = parse_duration(value, rule="(alerting)", what=key.removesuffix("_s"),
-                                     allow_zero=name == "group_wait_s")
+            try:
+                seconds = parse_duration(value, rule="(alerting)", what=key,
+                                         allow_zero=name == "group_wait_s")
+            except RuleError as exc:
+                raise ConfigError(f"alerting setting {key} = {value!r}: {exc.detail}") from None
             changes[name] = seconds
     return replace(settings, **changes) if changes else settings
 
@@ -262,17 +263,26 @@ def check_rules_file(path: str | os.PathLike[str]) -> RulesFile:
     if not isinstance(settings, Mapping):
         result.problems.append(Problem(None, "[alerting] must be a table"))
         settings = {}
-    try:
-        inhibit = data.get("inhibit")
-        merged = dict(settings)
-        if inhibit is not None:
-            merged["inhibit"] = inhibit
-        make_settings(merged)
-        result.settings = merged
-    except (ConfigError, TypeError) as exc:
-        starts = _header_lines(text, "inhibit") if "inhibit" in str(exc) else []
-        line = starts[0] if starts else _first_line(text, "[alerting]")
-        result.problems.append(Problem(line, str(exc)))
+    merged: dict[str, Any] = {}
+    alerting_line = _first_line(text, "[alerting]")
+    for key, value in settings.items():
+        try:
+            make_settings({key: value})
+            merged[key] = value
+        except (ConfigError, TypeError) as exc:
+            result.problems.append(Problem(_key_line(text, alerting_line, key), str(exc)))
+    inhibit = data.get("inhibit")
+    if inhibit is not None:
+        starts = _header_lines(text, "inhibit")
+        rules = inhibit if isinstance(inhibit, list) else [inhibit]
+        for i, spec in enumerate(rules):
+            try:
+                make_inhibit(spec)
+            except (ConfigError, TypeError) as exc:
+                result.problems.append(Problem(starts[i] if i < len(starts) else None,
+                                               f"inhibit rule {i + 1}: {exc}"))
+        merged["inhibit"] = rules
+    result.settings = merged
     _check_notifiers(text, data.get("notifiers", []), result)
     _check_rules(text, data.get("rules", []), result)
     return result

@@ -46,6 +46,7 @@ from holter.alerting.notifiers import (
     Courier,
     Delivery,
     DeliveryError,
+    LogNotifier,
     Notification,
     NotifiedAlert,
     Notifier,
@@ -178,6 +179,7 @@ class AlertEngine:
         self._last_retention_ns = 0
         self._logged: set[tuple[str, str]] = set()
         self._action_courier = Courier(_ActionRunner(), self._action_outcome)
+        self._fallback: Courier | None = None
         for notifier in notifiers:
             self.add_notifier(notifier)
         self.last_report: EvaluationReport | None = None
@@ -252,11 +254,25 @@ class AlertEngine:
             self.add_action(rule, found, name="throttle")
         return found
 
+    def after_fork_child(self) -> None:
+        """In a forked child: a fresh lock (the couriers restart by themselves)."""
+        self._lock = threading.Lock()
+
     # -- evaluation --------------------------------------------------------------------
 
     def after_flush(self, batches: list[Batch]) -> None:
-        """The monitor's after-flush hook (collector thread): evaluate every rule."""
-        self.evaluate()
+        """The monitor's after-flush hook (collector thread): evaluate every rule.
+
+        A store that is busy or failing skips this evaluation; the next flush tries again.
+        """
+        if not self._rules:
+            return
+        try:
+            self.evaluate()
+        except HolterError as exc:
+            self._count("holter.alerts.evaluation_errors", rule="*")
+            self._log_once("*", str(exc), "holter alerts: evaluation skipped: %s", exc,
+                           level=logging.DEBUG)
 
     def evaluate(self) -> EvaluationReport:
         """Evaluate every rule now, move states, mute, decide and queue notifications."""
@@ -338,7 +354,7 @@ class AlertEngine:
         expr = rule.expr
         assert expr is not None
         groups = q.grouped_stats(
-            store, expr.metric, rule.window_s, end=now / NS, tags=dict(expr.filters),
+            store, expr.metric, rule.window_s, tags=dict(expr.filters),
             by=list(expr.by) or None,
         )
         out: dict[str, Hit] = {}
@@ -523,6 +539,10 @@ class AlertEngine:
         now: int, deliveries: list[tuple[Courier, Delivery]], report: EvaluationReport,
     ) -> None:
         grouped = [c for c in self._couriers.values() if c.notifier.grouped]
+        if not self._couriers:  # nothing configured: say it in the log rather than nowhere
+            if self._fallback is None:
+                self._fallback = Courier(LogNotifier(), self._delivery_outcome)
+            grouped = [self._fallback]
         settings = self.settings
         by_group: dict[str, list[AlertRecord]] = {}
         group_labels: dict[str, dict[str, str]] = {}
@@ -702,16 +722,20 @@ class AlertEngine:
     def wait_idle(self, timeout_s: float = 5.0) -> bool:
         """Wait until every queued notification and action is done (tests, shutdown)."""
         deadline = _clock_now() + timeout_s
-        for courier in [*self._couriers.values(), self._action_courier]:
+        for courier in self._all_couriers():
             if not courier.wait_idle(max(deadline - _clock_now(), 0.0)):
                 return False
         return True
+
+    def _all_couriers(self) -> list[Courier]:
+        extra = [self._fallback] if self._fallback is not None else []
+        return [*self._couriers.values(), self._action_courier, *extra]
 
     def close(self, timeout_s: float = 0.0) -> bool:
         """Deliver what is queued within ``timeout_s`` and stop the threads."""
         deadline = _clock_now() + max(timeout_s, 0.0)
         ok = True
-        for courier in [*self._couriers.values(), self._action_courier]:
+        for courier in self._all_couriers():
             ok = courier.close(max(deadline - _clock_now(), 0.0)) and ok
         return ok
 

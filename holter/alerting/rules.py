@@ -153,14 +153,15 @@ def parse_duration(value: object, *, rule: str, what: str, allow_zero: bool = Tr
 
 
 def _first_bad(text: str, parts: Sequence[tuple[str, str]]) -> int:
+    """Offset of the first character of ``text`` that is not a ``<number><unit>`` part."""
     pos = 0
-    for n, u in parts:
-        piece = n + u
-        if text.startswith(piece, pos):
-            pos += len(piece)
-        else:
-            break
-    return min(pos, max(len(text) - 1, 0))
+    while pos < len(text):
+        match = _DURATION_PART.match(text, pos)
+        if match is None:
+            number = re.match(r"\d+(?:\.\d+)?", text[pos:])
+            return pos + (number.end() if number else 0) if pos < len(text) else pos
+        pos = match.end()
+    return max(len(text) - 1, 0)
 
 
 def format_duration(seconds: float) -> str:
@@ -189,16 +190,18 @@ class Token:
 
 
 def tokenize(text: str, rule: str = "?") -> list[Token]:
-    """Split an expression into tokens; RuleError at the first character that fits none."""
+    """Split an expression into tokens.
+
+    A character that starts no token becomes a ``bad`` token (and ends the list), so the
+    parser reports problems in reading order.
+    """
     out = []
     pos = 0
     while pos < len(text):
         match = _TOKEN.match(text, pos)
         if match is None:
-            char = text[pos]
-            if char in "\"'":
-                raise RuleError(rule, "unterminated string", text=text, position=pos)
-            raise RuleError(rule, f"unexpected character {char!r}", text=text, position=pos)
+            out.append(Token("bad", text[pos], pos))
+            break
         kind = match.lastgroup or ""
         if kind != "space":
             out.append(Token(kind, match.group(), pos))
@@ -228,7 +231,7 @@ class Expression:
 
     def describe(self) -> str:
         """A normalised text form of the expression."""
-        filters = ", ".join(f'{k}="{v}"' for k, v in self.filters)
+        filters = ", ".join(f'{k}="{_quote(v)}"' for k, v in self.filters)
         by = f" by ({', '.join(self.by)})" if self.by else ""
         inner = f"{self.metric}{{{filters}}}" if filters else self.metric
         return f"{self.aggregate}({inner}){by} {self.op} {self.threshold:g}"
@@ -246,6 +249,10 @@ class _Parser:
 
     def next(self) -> Token:
         tok = self.tokens[self.i]
+        if tok.kind == "bad":
+            if tok.text in "\"'":
+                raise self.fail("unterminated string", tok)
+            raise self.fail(f"unexpected character {tok.text!r}", tok)
         if tok.kind != "end":
             self.i += 1
         return tok
@@ -320,6 +327,9 @@ class _Parser:
             if op.text != "=":
                 raise self.fail(f"expected '=' after tag {key.text!r}, found {self.shown(op)}",
                                 op)
+            if self.peek().kind == "bad" and self.peek().text not in "\"'":
+                raise self.fail(f"unexpected character {self.peek().text!r} in the value of tag "
+                                f"{key.text!r}; quote values like \"/users\"", self.peek())
             value = self.next()
             if value.kind == "string":
                 text = _unquote(value.text)
@@ -354,6 +364,10 @@ class _Parser:
             if sep.text != ",":
                 raise self.fail(f"expected ',' or ')' after {tok.text!r}, found "
                                 f"{self.shown(sep)}", sep)
+
+
+def _quote(text: str) -> str:
+    return text.replace("\\", "\\\\").replace('"', '\\"')
 
 
 def _unquote(text: str) -> str:

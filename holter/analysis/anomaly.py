@@ -11,10 +11,10 @@ that series' statistics:
 * histograms: ``p50``, ``p95``, ``p99`` (from the interval's sketch) and ``rate``
   (observations per second; 0 for an interval without any).
 
-An anomalous point opens an *event* (score ≥ :data:`holter.analysis.detector.BAND_SCORE`
-at an onset); the event goes on while its points stay anomalous (undamped score ≥
+An anomalous point opens an *event* (score ≥ :data:`holter.analysis.detector.ANOMALY_SCORE`);
+the event goes on while its points stay anomalous (undamped score ≥
 :data:`holter.analysis.detector.CONTINUE_SCORE`) and is stored once, with its most
-anomalous point, its severity (from its highest score, :func:`severity_of`) and its
+deviant point, its severity (from its highest score, :func:`severity_of`) and its
 kind. A spike that persists becomes a level shift.
 
 Detector states are saved in the store every :data:`CHECKPOINT_S` seconds and when the
@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from holter import _clock
-from holter.analysis.detector import BAND_SCORE, CONTINUE_SCORE, Detector, Observation
+from holter.analysis.detector import ANOMALY_SCORE, CONTINUE_SCORE, Detector, Observation
 from holter.core.sketch import Sketch
 from holter.errors import HolterError
 from holter.model import Batch, Point, SeriesKey
@@ -57,7 +57,7 @@ SEVERITY_SCORES: tuple[tuple[str, float], ...] = (
     ("critical", 0.8),
     ("high", 0.65),
     ("medium", 0.5),
-    ("low", BAND_SCORE),
+    ("low", ANOMALY_SCORE),
 )
 """Severity of an event from its highest score: critical ≥ 0.8 (about one point in 10^8
 of the series' history), high ≥ 0.65, medium ≥ 0.5, low ≥ 0.4 (one in 10^4)."""
@@ -108,7 +108,13 @@ def point_inputs(point: Point) -> list[tuple[str, float]]:
 
 
 @dataclass(slots=True)
-class _Event:
+class Event:
+    """One anomalous event of one detector while it is being tracked (see :class:`Events`).
+
+    ``score`` is the event's highest score; ``peak_*``, ``value``, ``expected`` and the
+    band are those of its most deviant point (largest ``|z|``).
+    """
+
     id: int | None
     start_ns: int
     end_ns: int
@@ -122,20 +128,112 @@ class _Event:
     maturity: str
     points: int
     run_id: int | None
+    peak_z: float = 0.0
+    pos: int = 0
+    pos_big: int = 0
+    neg_big: int = 0
+    run: int = 0
+    max_run: int = 0
     queued: bool = False
 
+    def add(self, z: float) -> None:
+        """Count one point's residual into the event's shape."""
+        if z > 0:
+            self.pos += 1
+        if z > 3.0:
+            self.pos_big += 1
+            self.run = self.run + 1 if self.run > 0 else 1
+        elif z < -3.0:
+            self.neg_big += 1
+            self.run = self.run - 1 if self.run < 0 else -1
+        else:
+            self.run = 0
+        self.max_run = max(self.max_run, abs(self.run))
+
+    @property
+    def severity(self) -> str:
+        """The severity of the event's highest score (:func:`severity_of`)."""
+        return severity_of(self.score) or "low"
+
     def row_new(self, series_id: int, stat: str) -> tuple[Any, ...]:
+        """The row :func:`holter.store.anomalies.save` inserts."""
         return (series_id, stat, self.run_id, self.start_ns, self.end_ns, self.peak_ns,
                 self.value, self.expected, self.low, self.high, self.score,
-                severity_of(self.score) or "low", self.kind, self.maturity, self.points)
+                self.severity, self.kind, self.maturity, self.points)
 
     def row_update(self) -> tuple[Any, ...]:
+        """The row :func:`holter.store.anomalies.save` updates."""
         return (self.end_ns, self.peak_ns, self.value, self.expected, self.low, self.high,
-                self.score, severity_of(self.score) or "low", self.kind, self.points, self.id)
+                self.score, self.severity, self.kind, self.points, self.id)
+
+
+def event_kind(event: Event) -> str:
+    """The kind of an event from the shape of its residuals (``z``, in robust scales).
+
+    Large residuals (beyond 3 scales) on both sides (at least a third of them on the
+    rarer side): a variance change. Two or more on one side: a level shift. Five points
+    or more, 80 % of them on one side, without large ones: a trend change. Otherwise a
+    spike or a dip, by the sign of the most deviant point.
+    """
+    few, many = sorted((event.pos_big, event.neg_big))
+    if few and few * 3 >= many and few + many >= 3:
+        return "variance_change"
+    if many >= 2:
+        return "level_shift"
+    same = max(event.pos, event.points - event.pos) / event.points
+    if event.points >= 5 and same >= 0.8:
+        return "trend_change"
+    return "spike" if event.peak_z >= 0 else "dip"
+
+
+class Events:
+    """Turns one detector's observations into events.
+
+    An event opens at a point scoring at least ``ANOMALY_SCORE`` (undamped) and goes on
+    while its points' undamped scores stay at ``CONTINUE_SCORE`` or more (hysteresis: a
+    series hovering at the limit gives one event, not many).
+    """
+
+    __slots__ = ("current",)
+
+    def __init__(self) -> None:
+        self.current: Event | None = None
+
+    def step(self, obs: Observation, t_ns: int, run_id: int | None = None) -> Event | None:
+        """Feed one observation; return the event it opened or extended, else None."""
+        if obs.expected is None or not math.isfinite(obs.value):
+            return None
+        event = self.current
+        raw = obs.raw_score
+        if event is not None:
+            if raw >= CONTINUE_SCORE:
+                event.end_ns = t_ns
+                event.points += 1
+                event.add(obs.z)
+                event.score = max(event.score, raw)
+                if abs(obs.z) > abs(event.peak_z):
+                    event.peak_ns = t_ns
+                    event.peak_z = obs.z
+                    event.value = obs.value
+                    event.expected, event.low, event.high = obs.expected, obs.low, obs.high
+                event.kind = event_kind(event)
+                return event
+            self.current = None
+        if raw >= ANOMALY_SCORE:
+            event = Event(
+                id=None, start_ns=t_ns, end_ns=t_ns, peak_ns=t_ns, value=obs.value,
+                expected=obs.expected, low=obs.low, high=obs.high, score=raw, kind="spike",
+                maturity=obs.maturity, points=1, run_id=run_id, peak_z=obs.z,
+            )
+            event.add(obs.z)
+            event.kind = event_kind(event)
+            self.current = event
+            return event
+        return None
 
 
 class _Tracked:
-    __slots__ = ("active", "detector", "dirty", "event", "key", "last", "rate_like",
+    __slots__ = ("active", "detector", "dirty", "events", "key", "last", "rate_like",
                  "saved_once", "series_id", "stat", "t_ns")
 
     def __init__(self, key: SeriesKey, stat: str, detector: Detector) -> None:
@@ -143,7 +241,7 @@ class _Tracked:
         self.stat = stat
         self.detector = detector
         self.series_id: int | None = None
-        self.event: _Event | None = None
+        self.events = Events()
         self.dirty = True
         self.last: Observation | None = None
         self.t_ns = 0
@@ -164,7 +262,7 @@ class AnomalyDetection:
         """Set to False to stop judging points (detectors keep their state)."""
         self.tracked: dict[tuple[SeriesKey, str], _Tracked] = {}
         self._by_key: dict[SeriesKey, list[_Tracked]] = {}
-        self._pending_events: list[tuple[_Tracked, _Event]] = []
+        self._pending_events: list[tuple[_Tracked, Event]] = []
         self._last_checkpoint_ns = _clock.monotonic_ns()
         self._last_retention_ns = 0
         self._ready = False
@@ -264,38 +362,13 @@ class AnomalyDetection:
         obs = tracked.detector.observe(t_ns / 1e9, value)
         tracked.last = obs
         tracked.dirty = True
-        if obs.expected is None:
-            return
-        event = tracked.event
-        raw = obs.raw_score
+        event = tracked.events.step(obs, t_ns, run_id)
         if event is not None:
-            if raw >= CONTINUE_SCORE and math.isfinite(obs.value):
-                event.end_ns = t_ns
-                event.points += 1
-                if raw > event.score:
-                    event.score = raw
-                    event.peak_ns = t_ns
-                    event.value = obs.value
-                    event.expected, event.low, event.high = obs.expected, obs.low, obs.high
-                    if obs.kind is not None and event.kind != "level_shift":
-                        event.kind = obs.kind
-                if obs.kind == "level_shift":
-                    event.kind = "level_shift"
-                self._queue(tracked, event)
-                return
-            tracked.event = None
-        if obs.onset and obs.score >= BAND_SCORE and math.isfinite(obs.value):
-            event = _Event(
-                id=None, start_ns=t_ns, end_ns=t_ns, peak_ns=t_ns, value=obs.value,
-                expected=obs.expected, low=obs.low, high=obs.high, score=raw,
-                kind=obs.kind or ("spike" if obs.value >= obs.expected else "dip"),
-                maturity=obs.maturity, points=1, run_id=run_id,
-            )
-            tracked.event = event
-            self.anomalies_found += 1
+            if event.points == 1:
+                self.anomalies_found += 1
             self._queue(tracked, event)
 
-    def _queue(self, tracked: _Tracked, event: _Event) -> None:
+    def _queue(self, tracked: _Tracked, event: Event) -> None:
         if event.queued:
             return
         if len(self._pending_events) < MAX_PENDING:
@@ -321,9 +394,9 @@ class AnomalyDetection:
                   if t.dirty and t.series_id is not None]
         states = [_state_row(t) for t in chosen]
         new_rows: list[tuple[Any, ...]] = []
-        new_events: list[_Event] = []
+        new_events: list[Event] = []
         updates: list[tuple[Any, ...]] = []
-        waiting: list[tuple[_Tracked, _Event]] = []
+        waiting: list[tuple[_Tracked, Event]] = []
         for tracked, event in self._pending_events:
             if tracked.series_id is None:
                 waiting.append((tracked, event))
@@ -401,4 +474,5 @@ def find_anomalies(
 
 
 __all__ = ["CHECKPOINT_S", "MAX_DETECTORS", "SEVERITIES", "SEVERITY_SCORES", "STATS",
-           "AnomalyDetection", "find_anomalies", "point_inputs", "severity_of"]
+           "AnomalyDetection", "Event", "Events", "event_kind", "find_anomalies",
+           "point_inputs", "severity_of"]

@@ -121,11 +121,17 @@ def recurring(items: Sequence[Anomaly], *, max_p: float = MAX_P) -> list[Pattern
     candidates = _candidate_periods(times)
     found: list[tuple[float, float, int, float, list[int]]] = []
     tries = max(len(candidates), 1) * n
-    for period in candidates:
+    for candidate in candidates:
+        period = candidate
         tol = max(0.02 * period, 30.0)
         if 2 * tol >= 0.5 * period:
             continue
         k, phase, members = _best_phase(times, period, tol)
+        refined = _refine(times, members, period)
+        if refined is not None and abs(refined - period) < 0.05 * period:
+            k2, phase2, members2 = _best_phase(times, refined, tol)
+            if k2 > k:
+                period, k, phase, members = refined, k2, phase2, members2
         cycles = len({int(times[i] // period) for i in members})
         if k < 3 or cycles < 3:
             continue
@@ -168,6 +174,25 @@ def _candidate_periods(times: Sequence[float]) -> list[float]:
         if len(out) >= 64:
             break
     return out
+
+
+def _refine(times: Sequence[float], members: Sequence[int], period: float) -> float | None:
+    """The period that best fits the aligned anomalies (least squares on cycle numbers).
+
+    A period taken from one gap between two anomalies is off by their jitter; over many
+    cycles that error adds up and breaks the alignment.
+    """
+    if len(members) < 3:
+        return None
+    ts = sorted(times[i] for i in members)
+    cycles = [round((t - ts[0]) / period) for t in ts]
+    n = len(ts)
+    mc = sum(cycles) / n
+    mt = sum(ts) / n
+    var = sum((c - mc) ** 2 for c in cycles)
+    if var <= 0:
+        return None
+    return sum((c - mc) * (t - mt) for c, t in zip(cycles, ts, strict=True)) / var
 
 
 def _best_phase(
@@ -377,8 +402,8 @@ def _fmt_period(seconds: float) -> str:
     for unit, size in (("d", 86400.0), ("h", 3600.0), ("m", 60.0)):
         if seconds >= size:
             value = seconds / size
-            return f"{value:.3g} {unit}"
-    return f"{seconds:.3g} s"
+            return f"{value:.2g} {unit}"
+    return f"{seconds:.2g} s"
 
 
 def _fmt_phase(period: float, phase: float) -> str:

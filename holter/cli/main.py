@@ -162,6 +162,19 @@ def _register() -> None:
 
     cli.add_command(anomalies_cmd)
     cli.add_command(baselines_cmd)
+    from holter.cli.top import top_cmd
+
+    cli.add_command(top_cmd)
+
+    from holter.cli.alerts import alerts_cmd, rules_group, silence_cmd, silences_cmd
+
+    for command in (alerts_cmd, silence_cmd, silences_cmd, rules_group):
+        cli.add_command(command)
+
+    from holter.cli.report import compare_cmd, report_cmd
+
+    cli.add_command(report_cmd)
+    cli.add_command(compare_cmd)
 
 
 _register()

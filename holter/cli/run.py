@@ -33,13 +33,23 @@ from holter.config import (
     HOLTER_DB,
     HOLTER_FLUSH_INTERVAL,
     HOLTER_INSTRUMENT,
+    HOLTER_RULES,
     HOLTER_RUNTIME,
+    INSTRUMENTATIONS,
     parse_seconds,
 )
 from holter.errors import ConfigError, HolterError
 from holter.store.sqlite import Store
 
 BOOTSTRAP_DIR = str(Path(holter._bootstrap.__file__).resolve().parent)
+
+
+class RunError(CliError):
+    """A program that could not be started: exit 127 (not found) or 126, as shells do."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
 FORWARDED = (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 PYTHON_NAMES = ("python", "python3", f"python3.{sys.version_info.minor}")
 """A bare interpreter name runs holter's own interpreter (``sys.executable``)."""
@@ -101,9 +111,9 @@ def run_program(command: Sequence[str], *, db: str, app: str | None, interval: s
         try:
             child = subprocess.Popen(list(command), env=env)
         except FileNotFoundError:
-            raise CliError(f"command not found: {command[0]!r}") from None
+            raise RunError(f"command not found: {command[0]!r}", 127) from None
         except PermissionError:
-            raise CliError(f"permission denied: {command[0]!r} is not executable") from None
+            raise RunError(f"permission denied: {command[0]!r} is not executable", 126) from None
 
         def forward(signum: int, _frame: object) -> None:
             child.send_signal(signum)
@@ -122,7 +132,8 @@ def run_program(command: Sequence[str], *, db: str, app: str | None, interval: s
             _record_exit(db, report, 128 + sig, f"killed by {name}")
             sys.stdout.flush()
             sys.stderr.flush()
-            signal.signal(sig, signal.SIG_DFL)
+            with contextlib.suppress(OSError, ValueError):  # SIGKILL/SIGSTOP have no handler
+                signal.signal(sig, signal.SIG_DFL)
             os.kill(os.getpid(), sig)  # end the way the program ended
             return 128 + sig  # pragma: no cover - only if the signal did not end us
         _record_exit(db, report, code, None)
@@ -130,6 +141,14 @@ def run_program(command: Sequence[str], *, db: str, app: str | None, interval: s
     finally:
         with contextlib.suppress(OSError):
             os.unlink(report)
+
+
+TOP_INTERVAL = "1s"
+"""The program's flush interval under ``holter run --top`` unless ``--interval`` is given."""
+
+
+def _remember_top(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    ctx.meta["holter_top"] = value
 
 
 @click.command("run", context_settings={"ignore_unknown_options": True,
@@ -142,11 +161,16 @@ def run_program(command: Sequence[str], *, db: str, app: str | None, interval: s
 @click.option("--instrument", default="http,db,subprocess", show_default=True,
               help="Automatic instrumentation: any of http, db, subprocess; or none.")
 @click.option("--no-runtime", is_flag=True, help="Do not record CPU, memory, GC and loop lag.")
+@click.option("--rules", "rules", default=None, metavar="FILE",
+              help="Alert rules file (TOML) for the program (default ./holter.toml if any).")
 @click.option("-m", "module", default=None, metavar="MODULE",
               help="Run a module, as `python -m MODULE`.")
+@click.option("--top", is_flag=True, expose_value=False, callback=_remember_top,
+              help="Watch the program in the live dashboard while it runs (its output goes "
+                   "to a log file; the flush interval defaults to 1s).")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def run_cmd(db: str | None, app: str | None, interval: str, instrument: str, no_runtime: bool,
-            module: str | None, command: tuple[str, ...]) -> None:
+            rules: str | None, module: str | None, command: tuple[str, ...]) -> None:
     """Run a Python program, recording its metrics, calls and traces without changing it.
 
     Use `holter run -- python app.py ARGS` or `holter run -m package ARGS`. The program's
@@ -166,12 +190,32 @@ def run_cmd(db: str | None, app: str | None, interval: str, instrument: str, no_
     else:
         raise CliError("nothing to run: use `holter run -- python app.py ARGS` or "
                        "`holter run -m MODULE ARGS`")
+    if rules is not None:  # checked here: a bad file is an error before the program runs
+        from holter.alerting.config import check_rules_file
+
+        problems = check_rules_file(rules).errors
+        if problems:
+            raise CliError("; ".join(p.format(rules).split("\n")[0] for p in problems))
+        os.environ[HOLTER_RULES] = os.path.abspath(rules)  # the program's env is a copy
     kinds = "" if instrument.strip().lower() == "none" else instrument
+    names = [k.strip() for k in kinds.split(",") if k.strip()]
+    unknown = sorted(set(names) - set(INSTRUMENTATIONS) - {"all"})
+    if unknown:
+        raise CliError(f"bad --instrument {instrument!r}: unknown {unknown}; choose from "
+                       f"{', '.join(INSTRUMENTATIONS)}, all, or none")
     store_path = db or default_db()
     try:
         Store.open(store_path).close()  # a wrong --db is a clear error before the program runs
     except HolterError as exc:
         raise CliError(str(exc)) from None
+    ctx = click.get_current_context()
+    if ctx.meta.get("holter_top"):
+        if ctx.get_parameter_source("interval") == click.core.ParameterSource.DEFAULT:
+            interval = TOP_INTERVAL  # a dashboard is attached: flush often, so the view is live
+        from holter.cli.run_top import run_program_top
+
+        sys.exit(run_program_top(argv, db=store_path, app=app, interval=interval,
+                                 instrument=kinds, runtime=not no_runtime))
     code = run_program(argv, db=store_path, app=app, interval=interval, instrument=kinds,
                        runtime=not no_runtime)
     sys.exit(code)

@@ -88,6 +88,11 @@ class Collector:
         """Ask the thread to write finished spans now (the span buffer is filling)."""
         self._wake.set()
 
+    def set_interval(self, interval_s: float) -> None:
+        """Flush every ``interval_s`` from now on (e.g. 1 s while a dashboard watches)."""
+        self.interval_s = interval_s
+        self._wake.set()
+
     def _run(self) -> None:
         stop = self._stop
         wake = self._wake
@@ -104,6 +109,9 @@ class Collector:
                     wake.clear()
                     self.fold_requested()
                     self.flush_spans()
+                if int(self.interval_s * 1e9) != interval_ns:  # set_interval() was called
+                    next_flush += int(self.interval_s * 1e9) - interval_ns
+                    interval_ns = int(self.interval_s * 1e9)
                 now = _clock.monotonic_ns()
                 if now >= next_flush:
                     self.flush()

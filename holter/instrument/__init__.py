@@ -29,14 +29,17 @@ import threading
 from collections.abc import Iterable
 from typing import Any
 
+from holter.config import INSTRUMENTATIONS
 from holter.errors import ConfigError
 from holter.instrument._common import cancel_import_hooks, failed, when_imported
 
-AVAILABLE = ("http", "db", "subprocess")
+AVAILABLE = INSTRUMENTATIONS
 """Names :func:`install` accepts."""
 
 _lock = threading.Lock()
 _installed: dict[str, Any] = {}
+_owners: dict[str, list[Any]] = {}  # name -> monitors that asked for it, oldest first
+_recording_into: dict[str, Any] = {}  # name -> the monitor its patches record into
 
 
 class Patches:
@@ -76,32 +79,62 @@ class Patches:
 def install(names: Iterable[str] = AVAILABLE, monitor: Any = None) -> list[str]:
     """Instrument ``names`` (``http``, ``db``, ``subprocess``) into ``monitor``.
 
-    Returns the names now installed. A library that is not installed is skipped; a
-    name that holter does not know is a :class:`ConfigError`.
+    Several monitors may ask for the same instrumentation: it records into the newest
+    of them, and moves to the previous one when that one stops. Returns the sorted
+    names ``monitor`` now has. A library that is not installed is skipped; a name that
+    holter does not know is a :class:`ConfigError`.
     """
     if monitor is None:
         raise ConfigError("instrument.install needs the monitor to record into: "
                           "install(names, monitor=mon), or holter.start(instrument=[...])")
-    wanted = list(names)
+    wanted = list(dict.fromkeys(names))
     unknown = sorted(set(wanted) - set(AVAILABLE))
     if unknown:
         raise ConfigError(f"unknown instrumentation {unknown}; choose from {list(AVAILABLE)}")
     failed.count_drop = monitor.registry.count_drop
     with _lock:
         for name in wanted:
-            if name in _installed:
-                continue
-            module = importlib.import_module(f"holter.instrument.{name}_")
-            patches = Patches()
-            module.install(monitor, patches)
-            _installed[name] = patches
-        return sorted(_installed)
+            owners = _owners.setdefault(name, [])
+            if monitor not in owners:
+                owners.append(monitor)
+            _activate(name, monitor)
+        return sorted(n for n, owners in _owners.items() if monitor in owners)
 
 
-def uninstall(names: Iterable[str] | None = None) -> None:
-    """Remove instrumentation (all of it by default), restoring the original functions."""
+def _activate(name: str, monitor: Any) -> None:
+    """Make ``name`` record into ``monitor`` (re-patching if it recorded elsewhere)."""
+    current = _installed.get(name)
+    if current is not None:
+        if _recording_into.get(name) is monitor:
+            return
+        current.undo()
+    module = importlib.import_module(f"holter.instrument.{name}_")
+    patches = Patches()
+    module.install(monitor, patches)
+    _installed[name] = patches
+    _recording_into[name] = monitor
+
+
+def uninstall(names: Iterable[str] | None = None, monitor: Any = None) -> None:
+    """Remove instrumentation, restoring the original functions.
+
+    With ``monitor``, only that monitor's claim goes: an instrumentation another monitor
+    still wants keeps recording, into that one. Without it, ``names`` (default: all)
+    are removed whoever asked for them.
+    """
     with _lock:
         for name in list(names) if names is not None else list(_installed):
+            owners = _owners.get(name, [])
+            if monitor is not None:
+                if monitor in owners:
+                    owners.remove(monitor)
+            else:
+                owners.clear()
+            if owners:
+                _activate(name, owners[-1])
+                continue
+            _owners.pop(name, None)
+            _recording_into.pop(name, None)
             patches = _installed.pop(name, None)
             if patches is not None:
                 patches.undo()

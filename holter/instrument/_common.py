@@ -51,9 +51,9 @@ def make_path_template(path: str) -> str:
     many as it has users.
     """
     path = path.split("?", 1)[0].split("#", 1)[0] or "/"
-    if not any(c.isdigit() for c in path):  # no ids at all: the path is its own template
-        return path if path.startswith("/") else "/" + path
     parts = path.split("/")
+    if not any(c.isdigit() for c in path) and len(parts) <= MAX_PATH_SEGMENTS + 1:
+        return path if path.startswith("/") else "/" + path  # no ids: its own template
     out = ["{id}" if _ID_SEGMENT.match(p) else p for p in parts[: MAX_PATH_SEGMENTS + 1]]
     text = "/".join(out)
     if len(parts) > MAX_PATH_SEGMENTS + 1:
@@ -61,31 +61,63 @@ def make_path_template(path: str) -> str:
     return text if text.startswith("/") else "/" + text
 
 
-_STRING = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"")
-_NUMBER = re.compile(r"(?<![\w$])[-+]?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?\b")
+# One pass over the statement, so a quote inside a comment (or a comment marker inside a
+# string) cannot shift what is taken for a literal. Order matters: comments and quoted
+# text first, then numbers and parameters.
+_TOKEN = re.compile(
+    r"""
+      (?P<comment>--[^\n]*|/\*.*?(?:\*/|\Z))
+    | (?P<dollar>\$(?P<tag>[A-Za-z_]\w*)?\$.*?(?:\$(?P=tag)?\$|\Z))
+    | (?P<estring>[eE]'(?:[^'\\]|\\.|'')*(?:'|\Z))
+    | (?P<string>'(?:[^']|'')*(?:'|\Z))
+    | (?P<ident>"(?:[^"]|"")*(?:"|\Z)|`[^`]*(?:`|\Z)|\[[^\]]*(?:\]|\Z))
+    | (?P<hex>(?<![\w$])0[xX][0-9a-fA-F]+\b|(?<![\w$])[xX]'[0-9a-fA-F]*')
+    | (?P<number>(?<![\w$])[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?\b)
+    | (?P<param>%\(\w+\)s|%s|(?<![:\w]):[A-Za-z_]\w*|\$\d+|\?\d*)
+    """,
+    re.VERBOSE | re.DOTALL,
+)
+_NAME_BEFORE = re.compile(r"(?:\b(?:FROM|INTO|UPDATE|TABLE|JOIN|EXISTS)|\.)$", re.IGNORECASE)
 _IN_LIST = re.compile(r"\(\s*\?(?:\s*,\s*\?)+\s*\)")
 _VALUES_LIST = re.compile(r"(VALUES\s*\(\?\))(?:\s*,\s*\(\?\))+", re.IGNORECASE)
-_PLACEHOLDER = re.compile(r"%\(\w+\)s|%s|:\w+|\$\d+")
 _SPACE = re.compile(r"\s+")
+_NAME_PART = r"(?:\"[^\"]+\"|`[^`]+`|\[[^\]]+\]|\w+)"
 _TABLE = re.compile(
-    r"\b(?:FROM|INTO|UPDATE|TABLE|JOIN)\s+(?:IF\s+(?:NOT\s+)?EXISTS\s+)?[`\"\[]?([\w.]+)",
+    rf"\b(?:FROM|INTO|UPDATE|TABLE|JOIN)\s+(?:IF\s+(?:NOT\s+)?EXISTS\s+)?"
+    rf"({_NAME_PART}(?:\.{_NAME_PART})*)",
     re.IGNORECASE,
 )
 MAX_STATEMENT = 300
 """Longest statement shape stored, in characters."""
 
 
+def _shape_token(match: re.Match[str]) -> str:
+    kind = match.lastgroup
+    if kind == "comment":
+        return " "
+    if kind == "ident":
+        text = match.group(0)
+        before = match.string[: match.start()].rstrip()
+        after = match.string[match.end() : match.end() + 1]
+        # a quoted name where a table or column name goes is kept; anything else may be a
+        # string literal (MySQL's double quotes) and is hidden
+        if _NAME_BEFORE.search(before) or after == "." or len(text) <= 2:
+            return text
+        return "?"
+    return "?"
+
+
 def sql_shape(sql: object) -> str:
     """The statement's shape: literals and parameters as ``?``, lists collapsed, spaces squeezed.
 
     ``SELECT * FROM t WHERE id IN (1, 2, 3) AND name = 'x'`` →
-    ``SELECT * FROM t WHERE id IN (?) AND name = ?``. Parameters are never stored.
+    ``SELECT * FROM t WHERE id IN (?) AND name = ?``. Strings (standard, ``E''``,
+    dollar-quoted), numbers (decimal and hex), parameters and comments never survive;
+    quoted names survive where a table name goes. Parameters are never stored.
     """
     raw = isinstance(sql, bytes | bytearray)
     text = bytes(sql).decode("utf-8", "replace") if raw else str(sql)  # type: ignore[arg-type]
-    text = _STRING.sub("?", text)
-    text = _PLACEHOLDER.sub("?", text)
-    text = _NUMBER.sub("?", text)
+    text = _TOKEN.sub(_shape_token, text)
     text = _SPACE.sub(" ", text).strip()
     text = _IN_LIST.sub("(?)", text)
     text = re.sub(r"\(\s*\?\s*\)", "(?)", text)
@@ -102,9 +134,11 @@ def sql_operation(shape: str) -> str:
 
 
 def sql_table(shape: str) -> str:
-    """The first table the statement names, or ``""``."""
+    """The first table the statement names (without its quotes), or ``""``."""
     match = _TABLE.search(shape)
-    return match.group(1)[:64] if match else ""
+    if not match:
+        return ""
+    return re.sub(r'["`\[\]]', "", match.group(1))[:64]
 
 
 class Failures:

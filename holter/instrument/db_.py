@@ -34,8 +34,14 @@ class _Recorder:
                                       description="Database statements that raised.")
         self._shapes: dict[str, tuple[str, str, str]] = {}
 
-    def start(self, system: str, sql: object, many: bool = False) -> tuple[Any, ...] | None:
+    def start(self, system: str, sql: object, many: bool = False,
+              cursor: Any = None) -> tuple[Any, ...] | None:
         try:
+            if not isinstance(sql, str | bytes) and hasattr(sql, "as_string"):
+                try:  # psycopg's sql.Composed and friends: their text, not their repr
+                    sql = sql.as_string(cursor)
+                except Exception:
+                    sql = str(sql)
             key = sql if isinstance(sql, str) else repr(sql)
             known = self._shapes.get(key)
             if known is None:
@@ -89,7 +95,7 @@ def _timed(system: str, method: Any, many: bool = False) -> Any:
         recorder = _recorder
         if recorder is None:
             return method(self, sql, *args, **kwargs)
-        state = recorder.start(system, sql, many)
+        state = recorder.start(system, sql, many, self)
         try:
             result = method(self, sql, *args, **kwargs)
         except BaseException as exc:
@@ -107,7 +113,7 @@ def _timed_async(system: str, method: Any, many: bool = False) -> Any:
         recorder = _recorder
         if recorder is None:
             return await method(self, sql, *args, **kwargs)
-        state = recorder.start(system, sql, many)
+        state = recorder.start(system, sql, many, self)
         try:
             result = await method(self, sql, *args, **kwargs)
         except BaseException as exc:
@@ -169,8 +175,9 @@ def _instrumented_factory(factory: Any) -> Any:
         return factory  # a callable we cannot mix into: leave it alone
     mixed = _mixed.get(factory)
     if mixed is None:
+        # the program's class first: its own methods still run (and reach ours by super())
         mixed = _mixed[factory] = type(
-            f"Instrumented{factory.__name__}", (InstrumentedConnection, factory), {}
+            f"Instrumented{factory.__name__}", (factory, InstrumentedConnection), {}
         )
     return mixed
 
@@ -180,8 +187,10 @@ def _install_sqlite(patches: Any) -> None:
         @functools.wraps(original)
         def connect(*args: Any, **kwargs: Any) -> Any:
             try:
-                if len(args) >= 5:  # factory given positionally
-                    args = (*args[:4], _instrumented_factory(args[4]), *args[5:])
+                # connect(database, timeout, detect_types, isolation_level,
+                #         check_same_thread, factory, ...): the factory is the 6th
+                if len(args) >= 6:
+                    args = (*args[:5], _instrumented_factory(args[5]), *args[6:])
                 else:
                     kwargs["factory"] = _instrumented_factory(kwargs.get("factory"))
             except Exception as exc:
@@ -217,15 +226,17 @@ class _CursorProxy:
         self.__dict__["_system"] = system
 
     def execute(self, sql: Any, *args: Any, **kwargs: Any) -> Any:
-        """As the driver's ``execute``, recorded."""
-        return _timed(self._system, lambda _s, q, *a, **k: self._cursor.execute(q, *a, **k))(
+        """As the driver's ``execute``, recorded (the proxy is returned where the cursor was)."""
+        result = _timed(self._system, lambda _s, q, *a, **k: self._cursor.execute(q, *a, **k))(
             self, sql, *args, **kwargs)
+        return self if result is self._cursor else result
 
     def executemany(self, sql: Any, *args: Any, **kwargs: Any) -> Any:
         """As the driver's ``executemany``, recorded."""
-        return _timed(self._system,
-                      lambda _s, q, *a, **k: self._cursor.executemany(q, *a, **k), True)(
+        result = _timed(self._system,
+                        lambda _s, q, *a, **k: self._cursor.executemany(q, *a, **k), True)(
             self, sql, *args, **kwargs)
+        return self if result is self._cursor else result
 
     @property
     def rowcount(self) -> Any:
@@ -259,6 +270,16 @@ class _ConnectionProxy:
     def cursor(self, *args: Any, **kwargs: Any) -> _CursorProxy:
         """A recorded cursor."""
         return _CursorProxy(self._conn.cursor(*args, **kwargs), self._system)
+
+    def execute(self, sql: Any, *args: Any, **kwargs: Any) -> Any:
+        """The driver's connection-level ``execute`` (sqlite3, psycopg 3), recorded."""
+        cursor = self.cursor()
+        return cursor.execute(sql, *args, **kwargs)
+
+    def executemany(self, sql: Any, *args: Any, **kwargs: Any) -> Any:
+        """The driver's connection-level ``executemany``, recorded."""
+        cursor = self.cursor()
+        return cursor.executemany(sql, *args, **kwargs)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._conn, name)

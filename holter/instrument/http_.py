@@ -99,7 +99,9 @@ def _install_http_client(recorder: _Recorder, patches: Any) -> None:
             state = getattr(self, "_holter_http", None)
             if state is not None:
                 try:
-                    self.putheader("traceparent", format_traceparent(state[0]))
+                    # the program's own traceparent wins: two would make both invalid
+                    if not any(line[:12].lower() == b"traceparent:" for line in self._buffer):
+                        self.putheader("traceparent", format_traceparent(state[0]))
                 except Exception as exc:
                     failed("http.client.endheaders", exc)
             try:
@@ -142,7 +144,8 @@ def _httpx_state(recorder: _Recorder, request: Any) -> tuple[Any, str, str, str]
         default = 443 if url.scheme == "https" else 80
         state = recorder.start(str(request.method).upper(), _host(url.host, url.port, default),
                                url.path or "/")
-        request.headers["traceparent"] = format_traceparent(state[0])
+        if "traceparent" not in request.headers:
+            request.headers["traceparent"] = format_traceparent(state[0])
         return state
     except Exception as exc:
         failed("httpx.request", exc)
@@ -206,8 +209,11 @@ def _install_aiohttp(recorder: _Recorder, patches: Any) -> None:
                 default = 443 if (url.scheme or getattr(base, "scheme", "")) == "https" else 80
                 state = recorder.start(str(method).upper(), _host(host, port, default),
                                        url.path or "/")
-                headers = dict(kwargs.get("headers") or {})
-                headers["traceparent"] = format_traceparent(state[0])
+                from multidict import CIMultiDict  # aiohttp's own: repeated headers stay
+
+                headers = CIMultiDict(kwargs.get("headers") or {})
+                if "traceparent" not in headers:
+                    headers["traceparent"] = format_traceparent(state[0])
                 kwargs["headers"] = headers
             except Exception as exc:
                 failed("aiohttp.request", exc)

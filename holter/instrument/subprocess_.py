@@ -13,6 +13,8 @@ from __future__ import annotations
 import contextvars
 import functools
 import os
+import re
+import shlex
 import subprocess
 from typing import Any
 
@@ -23,20 +25,36 @@ _inside_asyncio: contextvars.ContextVar[bool] = contextvars.ContextVar(
 )
 
 
+_ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
+
+
 def command_name(args: Any, executable: Any = None, shell: bool = False) -> str:
-    """The program's base name: ``["/usr/bin/git", "push", "token"]`` → ``git``."""
+    """The program's base name: ``["/usr/bin/git", "push", "token"]`` → ``git``.
+
+    Never anything else of the command line: with ``shell=True``, leading ``NAME=value``
+    assignments (``PGPASSWORD=… psql``) are skipped and only the program word is kept.
+    """
     try:
         if executable and not shell:
-            first = executable
+            words = [os.fsdecode(executable)]
         elif isinstance(args, str | bytes | os.PathLike):
             text = os.fsdecode(args)
-            first = text.split()[0] if shell and text.split() else text
+            words = _split(text) if shell else [text]
         else:
-            first = next(iter(args), "")
-        name = os.path.basename(os.fsdecode(first)) or "?"
+            first = os.fsdecode(next(iter(args), ""))
+            words = _split(first) if (shell or " " in first) else [first]
+        words = [w for w in words if not _ASSIGNMENT.match(w)] or ["?"]
+        name = os.path.basename(words[0]) or "?"
     except Exception:
         return "?"
     return name[:64]
+
+
+def _split(text: str) -> list[str]:
+    try:
+        return shlex.split(text)
+    except ValueError:  # unbalanced quotes: plain words are enough to find the program
+        return text.split()
 
 
 class _Recorder:

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from holter.core.tracing import _current, parse_traceparent
-from holter.instrument._common import failed, path_template
+from holter.instrument._common import Failures, path_template
 
 RouteOf = Callable[[dict[str, Any]], str | None]
 """Given the WSGI environ or ASGI scope, the route template (or None to use the path)."""
@@ -37,6 +37,8 @@ class _Recorder:
                                           description="HTTP requests served, by route.")
         self.requests = monitor.counter("http.server.requests",
                                         description="HTTP requests served, by status.")
+        self.failed = Failures()  # counted in this middleware's own monitor
+        self.failed.count_drop = monitor.registry.count_drop
 
     def start(self, method: str, path: str, scope: dict[str, Any],
               traceparent: str | None, tracestate: str | None) -> tuple[Any, ...] | None:
@@ -46,7 +48,7 @@ class _Recorder:
                 try:
                     route = self.route_of(scope)
                 except Exception as exc:
-                    failed("web.route", exc)
+                    self.failed("web.route", exc)
             route = route or path_template(path)
             context = parse_traceparent(traceparent, tracestate)
             span = self.monitor.span(f"{method} {route}", context=context, **{
@@ -54,7 +56,7 @@ class _Recorder:
             })
             return span, method, route, time.perf_counter()
         except Exception as exc:
-            failed("web.start", exc)
+            self.failed("web.start", exc)
             return None
 
     def finish(self, state: tuple[Any, ...] | None, status: int | None,
@@ -74,7 +76,7 @@ class _Recorder:
                                   status=code)
             self.requests.inc(method=method, route=route, status=code)
         except Exception as exc:
-            failed("web.finish", exc)
+            self.failed("web.finish", exc)
 
 
 class HolterWSGIMiddleware:
@@ -109,8 +111,9 @@ class HolterWSGIMiddleware:
         finally:
             if token is not None:
                 _current.reset(token)
+        # the last status counts: start_response may be called again with exc_info
         return _ClosingIterable(result, lambda error: recorder.finish(
-            state, status[0] if status else None, error))
+            state, status[-1] if status else None, error))
 
 
 class _ClosingIterable:
@@ -163,7 +166,7 @@ class HolterASGIMiddleware:
                 if name in ("traceparent", "tracestate"):
                     headers[name] = value.decode("latin-1")
         except Exception as exc:
-            failed("asgi.headers", exc)
+            self._recorder.failed("asgi.headers", exc)
         recorder = self._recorder
         state = recorder.start(str(scope.get("method", "GET")).upper(),
                                str(scope.get("path", "/")), scope,
@@ -183,8 +186,8 @@ class HolterASGIMiddleware:
         try:
             await self.app(scope, receive, recording_send)
         except BaseException as exc:
-            recorder.finish(state, status[0] if status else None, exc)
+            recorder.finish(state, status[-1] if status else None, exc)
             raise
         finally:
             _current.reset(token)
-        recorder.finish(state, status[0] if status else None)
+        recorder.finish(state, status[-1] if status else None)

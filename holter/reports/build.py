@@ -41,7 +41,7 @@ NS = 1_000_000_000
 DEFAULT_PERIOD = "24h"
 """The period of a report when neither a period, a time range nor a run is given."""
 SPAN_DURATION = "span.duration"
-MAX_TRACES = 5000
+MAX_TRACES = 2000
 """Self times and span error counts come from at most this many newest traces."""
 SLOWEST = 10
 """Slowest traces shown, each with its critical path."""
@@ -73,11 +73,15 @@ class _Ctx:
 
     chart_start: int
     chart_end: int
+    cache: dict[tuple[Any, ...], list[WindowStats]]
 
     def steps(self, ids: list[int], points: int = CHART_POINTS) -> list[WindowStats]:
         """The series merged, cut into steps over the part of the period that has data."""
-        return q.series_steps(self.store, ids, self.chart_start, self.chart_end, points=points,
-                              run=self.run, app=self.app)
+        key = (tuple(sorted(ids)), points)
+        if key not in self.cache:
+            self.cache[key] = q.series_steps(self.store, ids, self.chart_start, self.chart_end,
+                                             points=points, run=self.run, app=self.app)
+        return self.cache[key]
 
 
 def resolve_scope(
@@ -133,6 +137,10 @@ def resolve_scope(
 def _when(value: str | float, now_ns: int) -> int:
     if isinstance(value, str):
         try:
+            return q.to_ns(float(value))  # epoch seconds
+        except ValueError:
+            pass
+        try:
             return now_ns - q.parse_window(value)
         except QueryError:
             pass
@@ -170,6 +178,7 @@ def build_report(
     )
     if notes:  # unknown run
         return report
+    q.refresh_summaries(store)  # long windows read 5-minute/1-hour merges, kept current
     start, end = scope.start_ns, scope.end_ns
     try:
         runs = [r for r in q.runs(store, app=app)
@@ -187,9 +196,10 @@ def build_report(
     first = min((w.series.first_ns for w in windows if w.series.first_ns is not None),
                 default=start)
     last = max((w.series.last_ns for w in windows if w.series.last_ns is not None), default=end)
-    ctx = _Ctx(store, start, end, run, app, max(start, first), min(end, max(last, first + 1)))
+    ctx = _Ctx(store, start, end, run, app, max(start, first), min(end, max(last, first + 1)),
+               {})
     report.slowest_traces = _slowest(ctx, slowest)
-    traces = q.trace_summary(store, start=start / NS, end=end / NS, run=run, app=app)
+    traces = q.trace_counts(store, start, end, run_ids=run_ids)
     report.anomalies, report.patterns, report.alerts = optional_sections(
         store, start, end, run_ids)
     report.resources = _resources(ctx, windows)
@@ -424,14 +434,11 @@ def optional_sections(
                 patterns = [p.as_dict() for p in finder(found, start, end)]
     alert_mod = _module("holter.store.alerts")
     read_alerts = getattr(q, "alerts", None) or getattr(alert_mod, "alerts", None)
+    history = getattr(q, "alert_events", None) or getattr(alert_mod, "alert_events", None)
     if read_alerts is not None:
-        has = getattr(alert_mod, "has_tables", None)
-        present = True
-        if has is not None:
-            with store.reading() as conn:
-                present = bool(has(conn))
-        if present:
-            got = read_alerts(store, state=("firing", "resolved"), since_ns=start)
+        got = read_alerts(store, state=("firing", "resolved"), since_ns=start)
+        # the tables exist in every recent store: the section appears once alerting ran
+        if got or (history is not None and history(store, limit=1)):
             alerts = [a.as_dict() for a in got
                       if a.fired_ns is not None and a.fired_ns <= end
                       and (run_ids is None or a.run_id is None or a.run_id in run_ids)]

@@ -23,6 +23,8 @@ def num(value: float | None, unit: str = "") -> str:
         return size(value)
     if unit == "%":
         return f"{value:.3g}%"
+    if unit == "×":
+        return f"{value:.3g}×"
     magnitude = abs(value)
     if magnitude == 0:
         text = "0"
@@ -40,10 +42,16 @@ def num(value: float | None, unit: str = "") -> str:
 
 
 def seconds(value: float | None) -> str:
-    """A duration in seconds as s, ms, µs or ns (3 significant digits)."""
+    """A duration in seconds as d, h, min, s, ms, µs or ns (3 significant digits)."""
     if value is None or not math.isfinite(value):
         return "-"
     magnitude = abs(value)
+    if magnitude >= 2 * 86400:
+        return f"{value / 86400:.3g} d"
+    if magnitude >= 2 * 3600:
+        return f"{value / 3600:.3g} h"
+    if magnitude >= 120:
+        return f"{value / 60:.3g} min"
     if magnitude >= 1 or magnitude == 0:
         return f"{value:.3g} s"
     if magnitude >= 1e-3:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import math
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -31,6 +32,22 @@ def _static(name: str) -> str:
 def _hash(script: str) -> str:
     digest = hashlib.sha256(script.encode("utf-8")).digest()
     return f"'sha256-{base64.b64encode(digest).decode('ascii')}'"
+
+
+class _ByStat(dict):  # type: ignore[type-arg]
+    """A row's changes by statistic; a missing one is None (StrictUndefined-safe)."""
+
+    def __init__(self, changes: Any) -> None:
+        super().__init__((c.stat, c) for c in changes)
+
+    def __getattr__(self, name: str) -> Any:
+        return self.get(name)
+
+
+def _fmt_change(change: float | None) -> str:
+    from holter.reports.compare import _fmt_change as fmt_change
+
+    return fmt_change(change)
 
 
 def _evidence_value(e: Evidence) -> str:
@@ -58,6 +75,8 @@ def environment() -> Any:
         lstrip_blocks=True,
     )
     env.filters.update({
+        "change": _fmt_change, "by_stat": _ByStat,
+        "sortv": lambda v: "" if v is None or not math.isfinite(v) else v,
         "num": fmt.num, "seconds": fmt.seconds, "when": fmt.when, "percent": fmt.percent,
         "tags": fmt.tags, "evidence_value": _evidence_value,
         "evidence_threshold": _evidence_threshold,

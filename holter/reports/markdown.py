@@ -15,7 +15,7 @@ from holter.reports import fmt
 from holter.reports.base import Renderer
 from holter.reports.model import Report
 
-_SPECIAL = re.compile(r"([\\`*_{}\[\]<>()#+!|~^$&])")
+_SPECIAL = re.compile(r"([\\`*_\[\]<>|~$&])")
 MAX_METRIC_ROWS = 200
 """Metric rows shown in Markdown (the busiest); the JSON has them all."""
 

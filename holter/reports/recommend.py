@@ -191,7 +191,7 @@ def _long_tail(report: Report, facts: dict[str, Any]) -> list[Recommendation]:
                 rule="long_tail", severity="info", subject=f"{m.name}{_tags(m.tags)}",
                 title=f"{m.name}{_tags(m.tags)} has a long tail: p99 is {ratio:.0f}× p50",
                 evidence=Evidence(metric=m.name, figure="p99 / p50", value=ratio,
-                                  threshold=TAIL_RATIO, unit="ratio", tags=m.tags),
+                                  threshold=TAIL_RATIO, unit="×", tags=m.tags),
                 look_at=f"p50 {_fmt_s(m.p50 * scale)}, p99 {_fmt_s(m.p99 * scale)}, max "
                         f"{_fmt_s((m.max or 0) * scale)} over {m.count:.0f} observations: "
                         "one request in a hundred waits on something the others do not "

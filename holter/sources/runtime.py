@@ -103,11 +103,13 @@ class RuntimeMetrics:
                 pair[1].observe(pause)
 
         self._gc_sink = on_gc
+        self._started_tracemalloc = False
         if use_tracemalloc:
             import tracemalloc
 
             if not tracemalloc.is_tracing():
                 tracemalloc.start()
+                self._started_tracemalloc = True
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -124,6 +126,11 @@ class RuntimeMetrics:
             sinks.remove(self._gc_sink)
         if not sinks and _gc_callback in gc.callbacks:
             gc.callbacks.remove(_gc_callback)
+        if self._started_tracemalloc:  # its cost must not outlive the monitor
+            import tracemalloc
+
+            tracemalloc.stop()
+            self._started_tracemalloc = False
 
     # -- sampling ----------------------------------------------------------------------------
 

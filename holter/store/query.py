@@ -16,16 +16,23 @@ from __future__ import annotations
 import json
 import math
 import re
+import zlib
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, NamedTuple
 
 from holter import _clock
 from holter.core.registry import tag_value
-from holter.core.sketch import Sketch
+from holter.core.sketch import _HEADER as _SKETCH_HEADER
+from holter.core.sketch import BUCKETS_PER_DOUBLING as SKETCH_PER_DOUBLING
+from holter.core.sketch import GAMMA as SKETCH_GAMMA
+from holter.core.sketch import MAX_BINS as SKETCH_MAX_BINS
+from holter.core.sketch import SCALE as SKETCH_SCALE
+from holter.core.sketch import Sketch, collapse, merge_bytes
 from holter.errors import QueryError
 from holter.model import QUANTILES, RunInfo, SeriesInfo, WindowStats
+from holter.store import summaries
 from holter.store.schema import POINT_TABLES
 from holter.store.spans import SLOW_PER_CHUNK, decode_chunk, key_of_hex
 from holter.store.sqlite import Store, first_rowid_at
@@ -1056,6 +1063,15 @@ def detector_states(store: Store, **filters: Any) -> list[Any]:
 # -- report reads (holter.reports): every series of a window in one pass -----------------
 
 
+def refresh_summaries(store: Store, *, max_rows: int | None = None) -> int | None:
+    """Bring the 5-minute/1-hour summaries up to date (:mod:`holter.store.summaries`).
+
+    Returns the raw points merged, or None when the store cannot be written now (then
+    reads simply use the raw points, slower over long windows).
+    """
+    return summaries.try_refresh(store, max_rows=max_rows)
+
+
 @dataclass(slots=True)
 class SeriesWindow:
     """One series over a window: what it is, its merged statistics, and (on request) sketch.
@@ -1068,6 +1084,149 @@ class SeriesWindow:
     stats: WindowStats
     points: int
     sketch: Sketch | None = None
+
+
+def _numpy() -> Any:
+    try:
+        import numpy as np
+    except ImportError:
+        return None
+    return np
+
+
+def _merge_arrays(np: Any, blobs: Sequence[bytes]) -> tuple[Any, Any, Any, Any, int]:
+    """Merged bucket keys and counts (positive, negative; keys ascending) and zeros."""
+    size = _SKETCH_HEADER.size
+    parts: list[list[bytes]] = [[], [], [], []]  # pos deltas, pos counts, neg deltas, counts
+    lengths: list[list[int]] = [[], []]
+    zero = 0
+    unpack = _SKETCH_HEADER.unpack_from
+    for blob in blobs:
+        raw = zlib.decompress(blob)
+        version, scale, z, npos, nneg = unpack(raw)
+        n = npos + nneg
+        if version != 1 or scale != SKETCH_SCALE or len(raw) != size + 16 * n:
+            raise ValueError("not a holter sketch")
+        zero += z
+        counts_at = size + 8 * n
+        if npos:
+            parts[0].append(raw[size:size + 8 * npos])
+            parts[1].append(raw[counts_at:counts_at + 8 * npos])
+            lengths[0].append(npos)
+        if nneg:
+            parts[2].append(raw[size + 8 * npos:counts_at])
+            parts[3].append(raw[counts_at + 8 * npos:])
+            lengths[1].append(nneg)
+    out: list[Any] = []
+    for side in (0, 1):
+        if not lengths[side]:
+            out += [np.zeros(0, np.int64), np.zeros(0, np.uint64)]
+            continue
+        deltas = np.frombuffer(b"".join(parts[2 * side]), "<i8")
+        counts = np.frombuffer(b"".join(parts[2 * side + 1]), "<u8")
+        # keys are delta-coded within each sketch: one cumsum, minus each segment's base
+        total = np.cumsum(deltas)
+        seg = np.asarray(lengths[side])
+        ends = np.cumsum(seg)
+        base = np.concatenate(([0], total[ends[:-1] - 1]))
+        keys = total - np.repeat(base, seg)
+        order = np.argsort(keys, kind="stable")
+        keys = keys[order]
+        starts = np.concatenate(([0], np.flatnonzero(np.diff(keys)) + 1))
+        out += [keys[starts], np.add.reduceat(counts[order], starts)]  # exact: uint64
+    return out[0], out[1], out[2], out[3], zero
+
+
+def merge_sketches(blobs: Iterable[bytes | None]) -> Sketch:
+    """Merge serialised sketches, vectorised with numpy when it is installed.
+
+    The same result as :func:`holter.core.sketch.merge_bytes`, several times faster on
+    thousands of sketches (one decompression per sketch, then whole-array operations).
+    """
+    chosen = [b for b in blobs if b]
+    np = _numpy()
+    if np is None or len(chosen) < 2:
+        return merge_bytes(chosen)
+    pos_keys, pos_counts, neg_keys, neg_counts, zero = _merge_arrays(np, chosen)
+    merged = Sketch()
+    merged.zero = zero
+    merged.pos.update(zip(pos_keys.tolist(), pos_counts.tolist(), strict=True))
+    merged.neg.update(zip(neg_keys.tolist(), neg_counts.tolist(), strict=True))
+    for store in (merged.pos, merged.neg):
+        if len(store) > SKETCH_MAX_BINS:
+            collapse(store)
+    return merged
+
+
+def _merged_quantiles(np: Any, blobs: Sequence[bytes], lo: float, hi: float) -> list[Any]:
+    """The :data:`QUANTILES` of the merged sketches, as :meth:`Sketch.quantiles` answers."""
+    pos_keys, pos_counts, neg_keys, neg_counts, zero = _merge_arrays(np, blobs)
+    if len(pos_keys) > SKETCH_MAX_BINS or len(neg_keys) > SKETCH_MAX_BINS:
+        return merge_sketches(blobs).quantiles(_QS, lo, hi)
+    mid = 2.0 * SKETCH_GAMMA / (1.0 + SKETCH_GAMMA)
+    values = np.concatenate((
+        -(np.exp2((neg_keys[::-1] - 1) / SKETCH_PER_DOUBLING) * mid),
+        np.zeros(1 if zero else 0),
+        np.exp2((pos_keys - 1) / SKETCH_PER_DOUBLING) * mid,
+    ))
+    counts = np.concatenate((neg_counts[::-1].astype(np.float64),
+                             np.full(1 if zero else 0, float(zero)),
+                             pos_counts.astype(np.float64)))
+    cum = np.cumsum(counts)
+    total = cum[-1] if len(cum) else 0.0
+    if total <= 0:
+        return [None for _ in _QS]
+    ranks = np.clip(np.asarray(_QS), 0.0, 1.0) * (total - 1)
+    index = np.minimum(np.searchsorted(cum, ranks, side="right"), len(values) - 1)
+    out = []
+    for q, found in zip(_QS, values[index].tolist(), strict=True):
+        answer = lo if found < lo or q <= 0.0 else found
+        out.append(hi if answer > hi or q >= 1.0 else answer)
+    return out
+
+
+def _aggregate_fast(rows: Sequence[Sequence[Any]], **kwargs: Any) -> WindowStats:
+    """:func:`aggregate`, with the sketches merged by whole-array operations (numpy)."""
+    np = _numpy() if kwargs.get("kind") == "histogram" and len(rows) > 1 else None
+    if np is None:
+        return aggregate(rows, **kwargs)
+    stats_ = aggregate([(*r[:10], None) for r in rows], **kwargs)
+    blobs = [r[10] for r in rows if r[10] and r[4]]
+    if not stats_.count or not blobs:
+        return stats_
+    qs = _merged_quantiles(np, blobs, stats_.min, stats_.max)  # type: ignore[arg-type]
+    return replace(stats_, **{field: v for (field, _), v in zip(QUANTILES, qs, strict=True)})
+
+
+def trace_counts(
+    store: Store, start_ns: int, end_ns: int, *, run_ids: Sequence[int] | None = None
+) -> dict[str, Any]:
+    """Traces whose local root started in ``(start_ns, end_ns]``, cheaply.
+
+    How many, how many with errors, and their mean root duration: the part of
+    :func:`trace_summary` a report needs, without its scans for active traces.
+    """
+    only = f" AND run_id IN ({','.join('?' * len(run_ids))})" if run_ids else ""
+    if run_ids is not None and not run_ids:
+        return {"traces": 0, "with_errors": 0, "mean_duration_ns": None}
+    args = [start_ns, end_ns, *(run_ids or ())]
+    with store.reading() as conn:
+        # a trace's own root span is stored once (root kind 2); parts continuing a remote
+        # caller (kind 1) count once per trace, unless the trace's root is here too
+        n, mean = conn.execute(
+            "SELECT COUNT(*), AVG(root_duration_ns) FROM trace_parts WHERE root_kind > 0 "
+            "AND root_kind = 2 "
+            f"AND start_ns > ? AND start_ns <= ?{only}", args).fetchone()
+        n += conn.execute(
+            "SELECT COUNT(DISTINCT r.trace_id) FROM trace_parts r WHERE r.root_kind > 0 "
+            "AND r.root_kind = 1 "
+            f"AND r.start_ns > ? AND r.start_ns <= ?{only.replace('run_id', 'r.run_id')} "
+            "AND NOT EXISTS (SELECT 1 FROM trace_parts t WHERE t.trace_key = r.trace_key "
+            "AND t.trace_id = r.trace_id AND t.root_kind = 2)", args).fetchone()[0]
+        errors = conn.execute(
+            "SELECT COUNT(DISTINCT trace_id) FROM trace_parts WHERE errors > 0 "
+            f"AND start_ns > ? AND start_ns <= ?{only}", args).fetchone()[0]
+    return {"traces": n or 0, "with_errors": errors or 0, "mean_duration_ns": mean}
 
 
 def series_windows(
@@ -1085,7 +1244,10 @@ def series_windows(
     One read of each point table for all series (instead of one window query per
     series); rates are per second of the recorded time of the runs that wrote each
     series, as in :func:`grouped_stats`. ``names`` keeps those metrics only; ``sketches``
-    also returns each histogram's merged sketch. Sorted by name, then tags.
+    also returns each histogram's merged sketch. Sorted by name, then tags. Long
+    windows read the 5-minute/1-hour summaries where they are current
+    (:mod:`holter.store.summaries`): every figure is the same, except a gauge's
+    ``count``, which is the number of stored points merged.
     """
     wanted = set(names) if names is not None else None
     with store.reading() as conn:
@@ -1099,14 +1261,10 @@ def series_windows(
         }
         run_sql = f" AND run_id IN ({','.join('?' * len(run_ids))})" if run_ids else ""
         rows_of: dict[int, list[tuple[Any, ...]]] = {}
-        for table in POINT_TABLES:
-            for row in conn.execute(
-                "SELECT series_id, run_id, t_start_ns, t_end_ns, count, total, min, max, "
-                f"last, m2, sketch FROM {table} WHERE t_end_ns > ? AND t_end_ns <= ?{run_sql}",
-                (start_ns, end_ns, *(run_ids or ())),
-            ):
-                if row[0] in infos:
-                    rows_of.setdefault(row[0], []).append(row)
+        for row in summaries.read_rows(conn, start_ns, end_ns, run_sql=run_sql,
+                                       run_args=run_ids or ()):
+            if row[0] in infos:
+                rows_of.setdefault(row[0], []).append(row)
         spans_of: dict[int, list[tuple[int, int]]] = {}
         run_sql = f" AND r.id IN ({','.join('?' * len(run_ids))})" if run_ids else ""
         for sid, s, e in conn.execute(
@@ -1120,17 +1278,14 @@ def series_windows(
     for sid, rows in rows_of.items():
         info = infos[sid]
         rows.sort(key=lambda r: r[3])
-        stats_ = aggregate(
+        stats_ = _aggregate_fast(
             rows, name=info.name, kind=info.kind, unit=info.unit, group=dict(info.tags),
             start_ns=start_ns, end_ns=end_ns,
             covered_s=_union_s(spans_of.get(sid, ()), start_ns, end_ns), n_series=1,
         )
         merged = None
         if sketches and info.kind == "histogram":
-            merged = Sketch()
-            for r in rows:
-                if r[10]:
-                    merged.merge(Sketch.from_bytes(r[10]))
+            merged = merge_sketches(r[10] for r in rows)
         seen = SeriesInfo(info.id, info.name, info.kind, info.unit, info.tags, len(rows),
                           rows[0][2], rows[-1][3])
         out.append(SeriesWindow(seen, stats_, len(rows), merged))
@@ -1168,15 +1323,41 @@ def series_steps(
                 list(chunk),
             )
         }
-        rows = _points(conn, ids, start_ns, end_ns, run_ids)
+        wanted = step_ns if step_ns is not None else max((end_ns - start_ns) // max(points, 1), 1)
+        level = max((x for x in summaries.LEVELS_S if x * NS <= wanted), default=None)
+        if level is not None and (not ids or (run_ids is not None and not run_ids)):
+            rows = []
+        elif level is not None:
+            where = ""
+            args: list[Any] = []
+            if run_ids:
+                where += f" AND run_id IN ({','.join('?' * len(run_ids))})"
+                args.extend(run_ids)
+            if len(ids) <= _CHUNK:
+                where += f" AND series_id IN ({','.join('?' * len(ids))})"
+                args.extend(ids)
+            wanted_ids = set(ids)
+            rows = [r for r in summaries.read_rows(conn, start_ns, end_ns, run_sql=where,
+                                                   run_args=args, max_level_s=level)
+                    if r[0] in wanted_ids]
+        else:
+            rows = _points(conn, ids, start_ns, end_ns, run_ids)
         spans = _run_spans(conn, ids, start_ns, end_ns, run_ids)
     name, kind, unit = next(iter(meta.values()), ("", None, ""))
-    if step_ns is None:
-        step_ns = max((end_ns - start_ns) // max(points, 1), 1)
+    grid_end = end_ns
+    if level is not None:
+        # steps are whole multiples of the summary level, on its grid, so that each
+        # summary row falls in exactly one step
+        length = level * NS
+        step_ns = -(-max(int(wanted), length) // length) * length
+        grid_end = -(-end_ns // length) * length
+    elif step_ns is None:
+        step_ns = wanted
         if rows:
             lengths = sorted(r[3] - r[2] for r in rows)
             step_ns = max(step_ns, lengths[len(lengths) // 2])
     step_ns = max(int(step_ns), 1)
+    end_ns = grid_end
     n_steps = max(1, math.ceil((end_ns - start_ns) / step_ns))
     first_ns = end_ns - n_steps * step_ns
     per_step: list[list[tuple[Any, ...]]] = [[] for _ in range(n_steps)]
@@ -1188,7 +1369,7 @@ def series_steps(
         s = first_ns + i * step_ns
         e = s + step_ns
         out.append(
-            aggregate(
+            _aggregate_fast(
                 step_rows, name=name, kind=kind, unit=unit, group={}, start_ns=s, end_ns=e,
                 covered_s=_union_s(spans, s, e), n_series=len(ids),
             )
@@ -1211,8 +1392,11 @@ def alerts(store: Store, **filters: Any) -> list[Any]:
 
 
 def alert_events(store: Store, **filters: Any) -> list[Any]:
-    """Alert history events, newest first (``since_ns``, ``rule``, ``alert_id``, ``kinds``,
-    ``limit``; :func:`holter.store.alerts.alert_events`)."""
+    """Alert history events, newest first.
+
+    Filters: ``since_ns``, ``rule``, ``alert_id``, ``kinds``, ``limit``
+    (:func:`holter.store.alerts.alert_events`).
+    """
     from holter.store.alerts import alert_events as read
 
     return read(store, **filters)
@@ -1230,3 +1414,209 @@ def alert_groups(store: Store) -> dict[str, Any]:
     from holter.store.alerts import groups as read
 
     return read(store)
+
+
+# -- live reads (holter.dashboard): what was written since a cursor -----------------------
+#
+# A live view keeps cursors (the newest row ids it has seen) and, at each refresh, reads
+# only the rows written after them. Row ids grow in commit order: writers hold SQLite's
+# single write lock, so a row with a lower id can never appear later. A newest id below
+# the caller's cursor means retention emptied the table and ids started again.
+
+POINT_ROW_COLUMNS = (
+    "rowid, series_id, run_id, t_start_ns, t_end_ns, count, total, min, max, last, m2, sketch"
+)
+"""Columns of the rows :func:`point_rows_after` and :func:`point_rows_between` return."""
+
+TRACE_PART_COLUMNS = (
+    "rowid, trace_id, chunk_id, run_id, start_ns, end_ns, spans, errors, root_name, "
+    "root_kind, root_duration_ns"
+)
+"""Columns of the rows :func:`trace_parts_after` and :func:`trace_parts_between` return."""
+
+_RUN_COLUMNS = (
+    "id, app, version, argv, pid, host, python, started_ns, last_flush_ns, ended_ns, "
+    "exit_status, exit_info, parent_id"
+)
+
+
+def point_rows_after(
+    store: Store, after_rowid: int, *, limit: int = 20_000
+) -> tuple[list[tuple[Any, ...]], int]:
+    """Interval points written after row ``after_rowid`` (oldest first, at most ``limit``).
+
+    Rows are plain tuples of :data:`POINT_ROW_COLUMNS`, without joins, for readers that
+    keep series metadata themselves (:func:`series_by_id`). Also returns the newest row id
+    of the ``points`` table (0 when empty).
+    """
+    with store.reading() as conn:
+        newest = conn.execute("SELECT MAX(rowid) FROM points").fetchone()[0] or 0
+        rows = conn.execute(
+            f"SELECT {POINT_ROW_COLUMNS} FROM points WHERE rowid > ? ORDER BY rowid LIMIT ?",
+            (int(after_rowid), int(limit)),
+        ).fetchall()
+    return rows, newest
+
+
+def point_rows_between(
+    store: Store, start_ns: int, end_ns: int, *, tables: Sequence[str] = POINT_TABLES
+) -> tuple[list[tuple[Any, ...]], int]:
+    """Points of every table (interval points and rollups) ending in ``(start_ns, end_ns]``.
+
+    Rows as :func:`point_rows_after` gives them (a rollup row's rowid is that of its own
+    table), with the newest ``points`` row id read in the same snapshot: a reader that
+    loads a window here and then follows :func:`point_rows_after` from that id misses
+    nothing and counts nothing twice. ``tables`` limits the read to some of
+    :data:`holter.store.schema.POINT_TABLES` (e.g. the rollups only).
+    """
+    out: list[tuple[Any, ...]] = []
+    with store.reading() as conn:
+        newest = conn.execute("SELECT MAX(rowid) FROM points").fetchone()[0] or 0
+        for table in tables:
+            if table not in POINT_TABLES:
+                raise QueryError(f"no point table {table!r}")
+            extra = " AND rowid <= ?" if table == "points" else ""
+            args: list[Any] = [int(start_ns), int(end_ns)]
+            if extra:
+                args.append(newest)
+            out.extend(conn.execute(
+                f"SELECT {POINT_ROW_COLUMNS} FROM {table} WHERE t_end_ns > ? AND t_end_ns <= ?"
+                f"{extra}",
+                args,
+            ).fetchall())
+    return out, newest
+
+
+def trace_parts_after(
+    store: Store, after_rowid: int, *, limit: int = 20_000
+) -> tuple[list[tuple[Any, ...]], int]:
+    """``trace_parts`` rows written after ``after_rowid`` that hold a root or an error.
+
+    Rows are tuples of :data:`TRACE_PART_COLUMNS`, oldest first, at most ``limit`` rows
+    scanned; also returns the newest row id scanned: the next cursor (below
+    ``after_rowid`` when the table was emptied and its ids started again). Parts without a
+    root or an error are skipped but still move the cursor.
+    """
+    with store.reading() as conn:
+        newest = conn.execute("SELECT MAX(rowid) FROM trace_parts").fetchone()[0] or 0
+        upto = min(newest, int(after_rowid) + int(limit))
+        rows = conn.execute(
+            f"SELECT {TRACE_PART_COLUMNS} FROM trace_parts WHERE rowid > ? AND rowid <= ? "
+            "AND (root_kind > 0 OR errors > 0) ORDER BY rowid",
+            (int(after_rowid), upto),
+        ).fetchall()
+    return rows, upto
+
+
+def trace_parts_between(
+    store: Store, start_ns: int, end_ns: int
+) -> tuple[list[tuple[Any, ...]], int]:
+    """``trace_parts`` rows starting in ``(start_ns, end_ns]`` that hold a root or an error.
+
+    With the newest ``trace_parts`` row id read in the same snapshot (see
+    :func:`point_rows_between`). Both kinds are found through their partial indexes.
+    """
+    with store.reading() as conn:
+        newest = conn.execute("SELECT MAX(rowid) FROM trace_parts").fetchone()[0] or 0
+        rows = conn.execute(
+            f"SELECT {TRACE_PART_COLUMNS} FROM trace_parts WHERE root_kind > 0 "
+            "AND start_ns > ? AND start_ns <= ? AND rowid <= ? "
+            f"UNION SELECT {TRACE_PART_COLUMNS} FROM trace_parts WHERE errors > 0 "
+            "AND start_ns > ? AND start_ns <= ? AND rowid <= ? ORDER BY rowid",
+            (int(start_ns), int(end_ns), newest, int(start_ns), int(end_ns), newest),
+        ).fetchall()
+    return rows, newest
+
+
+def chunk_spans(store: Store, chunk_ids: Iterable[int]) -> dict[int, list[dict[str, Any]]]:
+    """The decoded spans of the given span chunks, by chunk id (each with its ``run_id``).
+
+    Chunks expired by retention, or that cannot be decoded, are left out.
+    """
+    out: dict[int, list[dict[str, Any]]] = {}
+    wanted = sorted({int(c) for c in chunk_ids})
+    with store.reading() as conn:
+        for chunk in _chunks(wanted):
+            for chunk_id, run_id, data in conn.execute(
+                "SELECT id, run_id, data FROM span_chunks WHERE id IN "
+                f"({','.join('?' * len(chunk))})",
+                list(chunk),
+            ):
+                try:
+                    spans = decode_chunk(data)
+                except Exception:  # a damaged chunk must not stop a live view
+                    continue
+                for span in spans:
+                    span["run_id"] = run_id
+                out[chunk_id] = spans
+    return out
+
+
+def trace_totals(
+    store: Store, trace_ids: Sequence[str]
+) -> dict[str, tuple[int, int, int, int, int]]:
+    """Per trace id: ``(first start, last end, spans, errors, unfinished)`` over its parts."""
+    if not trace_ids:
+        return {}
+    with store.reading() as conn:
+        return _trace_totals(conn, list(trace_ids))
+
+
+def _run_info(r: Sequence[Any]) -> RunInfo:
+    return RunInfo(
+        id=r[0], app=r[1], version=r[2], argv=json.loads(r[3]), pid=r[4], host=r[5],
+        python=r[6], started_ns=r[7], last_flush_ns=r[8], ended_ns=r[9],
+        exit_status=r[10], exit_info=r[11], parent_id=r[12],
+    )
+
+
+def runs_after(store: Store, after_id: int, *, limit: int = 10_000) -> list[RunInfo]:
+    """Runs with an id above ``after_id`` (created since), oldest first."""
+    with store.reading() as conn:
+        rows = conn.execute(
+            f"SELECT {_RUN_COLUMNS} FROM runs WHERE id > ? ORDER BY id LIMIT ?",
+            (int(after_id), int(limit)),
+        ).fetchall()
+    return [_run_info(r) for r in rows]
+
+
+def runs_by_id(store: Store, ids: Iterable[int]) -> dict[int, RunInfo]:
+    """The runs with the given ids (as they are now), by id; unknown ids are left out."""
+    out: dict[int, RunInfo] = {}
+    wanted = sorted({int(i) for i in ids})
+    with store.reading() as conn:
+        for chunk in _chunks(wanted):
+            for r in conn.execute(
+                f"SELECT {_RUN_COLUMNS} FROM runs WHERE id IN ({','.join('?' * len(chunk))})",
+                list(chunk),
+            ):
+                out[r[0]] = _run_info(r)
+    return out
+
+
+def live_marks(store: Store) -> dict[str, tuple[Any, ...]]:
+    """Cheap change marks of the tables a live view follows, read in one snapshot.
+
+    ``points``, ``trace_parts`` and ``runs``: the newest row id; ``anomalies``: the
+    newest id and latest end; ``alerts``: the newest id and last evaluation (absent when
+    the store has no such table yet). A view re-reads a table only when its mark moved.
+    """
+    marks: dict[str, tuple[Any, ...]] = {}
+    with store.reading() as conn:
+        tables = {r[0] for r in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table'"
+        )}
+        for table in ("points", "trace_parts", "runs"):
+            if table in tables:
+                marks[table] = (conn.execute(f"SELECT MAX(rowid) FROM {table}").fetchone()[0]
+                                or 0,)
+        if "anomalies" in tables:
+            marks["anomalies"] = tuple(conn.execute(
+                "SELECT MAX(id), MAX(end_ns), COUNT(*) FROM anomalies"
+            ).fetchone())
+        if "alerts" in tables:
+            marks["alerts"] = tuple(conn.execute(
+                "SELECT MAX(id), MAX(evaluated_ns), MAX(COALESCE(resolved_ns, 0)), "
+                "SUM(state = 'firing') FROM alerts"
+            ).fetchone())
+    return marks

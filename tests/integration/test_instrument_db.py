@@ -205,9 +205,6 @@ def test_sqlite_with_a_custom_factory(tmp_path) -> None:
             "CREATE TABLE t (a)", "INSERT INTO t VALUES (?)", "SELECT a FROM t ORDER BY a"}
 
 
-@pytest.mark.xfail(strict=True, reason="bug: db_._instrumented_factory mixes "
-                   "(InstrumentedConnection, factory), so InstrumentedConnection.execute "
-                   "shadows the program's own execute override, which never runs")
 def test_sqlite_custom_factory_methods_still_run(tmp_path) -> None:
     with monitor(tmp_path) as mon:
         conn = sqlite3.connect(":memory:", factory=AppConnection)
@@ -216,9 +213,6 @@ def test_sqlite_custom_factory_methods_still_run(tmp_path) -> None:
         assert len(db_spans(mon)) == 1
 
 
-@pytest.mark.xfail(strict=True, reason="bug: db_._install_sqlite treats args[4] as the "
-                   "factory, but sqlite3.connect's 5th positional is check_same_thread; a "
-                   "positional factory (6th) is never instrumented")
 def test_sqlite_factory_given_positionally(tmp_path) -> None:
     with monitor(tmp_path) as mon:
         conn = sqlite3.connect(":memory:", 5.0, 0, "DEFERRED", True, AppConnection)
@@ -238,8 +232,6 @@ def test_sqlite_custom_cursor_factory_is_left_alone(tmp_path) -> None:
         assert cur.execute("SELECT 2").fetchone() == (2,)
 
 
-@pytest.mark.xfail(strict=True, reason="bug: sql_shape turns double-quoted identifiers into "
-                   "'?', so db.table is missing for SELECT ... FROM \"users\"")
 def test_sqlite_quoted_table_names(tmp_path) -> None:
     with monitor(tmp_path) as mon:
         conn = sqlite3.connect(":memory:")
@@ -494,9 +486,6 @@ def test_psycopg_async(postgres, tmp_path) -> None:
                      error="DivisionByZero") == 1
 
 
-@pytest.mark.xfail(strict=True, reason="bug: db_._Recorder.start shapes str(query), and "
-                   "str() of a psycopg sql.Composed is its repr ('Composed([SQL(...' ), so "
-                   "composed queries are recorded with operation OTHER and no table")
 def test_psycopg_composed_queries_have_their_shape(postgres, tmp_path) -> None:
     query = sql.SQL("SELECT {} FROM {} WHERE {} = {}").format(
         sql.Identifier("datname"), sql.Identifier("pg_database"), sql.Identifier("datname"),
@@ -509,12 +498,20 @@ def test_psycopg_composed_queries_have_their_shape(postgres, tmp_path) -> None:
         assert_never_stored(mon, SECRET_LITERAL)
 
 
-@pytest.mark.xfail(strict=True, reason="bug: sql_shape does not skip SQL comments, so an "
-                   "apostrophe in a comment shifts its string matching and a literal after it "
-                   "is stored verbatim in db.statement")
 def test_a_comment_never_lets_a_literal_through(tmp_path) -> None:
     with monitor(tmp_path) as mon:
         conn = sqlite3.connect(":memory:")
         conn.execute(f"SELECT 1 -- the user's token\n WHERE '{SECRET_LITERAL}' <> ''").fetchall()
         assert len(db_spans(mon)) == 1
         assert_never_stored(mon, SECRET_LITERAL)
+
+
+def test_wrap_connection_records_chained_calls_and_shortcuts(tmp_path) -> None:
+    raw = original(sqlite3, "connect")(":memory:")
+    conn = db_.wrap_connection(raw, "mydb")
+    with monitor(tmp_path) as mon:
+        cur = conn.cursor()
+        assert cur.execute("SELECT 1") is cur  # as the driver returns its own cursor
+        cur.execute("SELECT 2").execute("SELECT 3")
+        conn.execute("SELECT 4")
+        assert len(db_spans(mon)) == 4

@@ -13,7 +13,11 @@ import asyncio
 import http.client
 import http.server
 import json
+import os
 import socket
+import sqlite3
+import subprocess
+import sys
 import threading
 import urllib.error
 import urllib.request
@@ -67,7 +71,7 @@ class Server:
                 self.end_headers()
                 self.wfile.write(payload)
 
-            do_GET = do_POST = do_DELETE = _answer  # noqa: N815
+            do_GET = do_POST = do_DELETE = _answer
 
             def log_message(self, *args: Any) -> None:
                 pass
@@ -214,10 +218,11 @@ def via_httpx_async(url: str, method: str = "GET", body: bytes | None = None) ->
 
 def via_aiohttp(url: str, method: str = "GET", body: bytes | None = None) -> Result:
     async def go() -> Result:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
-            async with session.request(method, url, data=body) as response:
-                return (response.status, await response.read(), type(response).__name__,
-                        response.headers["X-Server"])
+        timeout = aiohttp.ClientTimeout(total=10)
+        async with aiohttp.ClientSession(timeout=timeout) as session, session.request(
+                method, url, data=body) as response:
+            return (response.status, await response.read(), type(response).__name__,
+                    response.headers["X-Server"])
 
     return asyncio.run(go())
 
@@ -313,10 +318,11 @@ def _outcome(call: Callable[..., Result], url: str) -> BaseException:
 
 
 def _shape(exc: BaseException) -> tuple:
-    """What a program can see of an exception: its type, errno, and what it wraps."""
+    """What a program can see of an exception: its type, errno, what it wraps, and where it
+    was raised (holter re-raises the library's own object: it is never recreated)."""
     inner = exc.__cause__ or exc.__context__
     return (type(exc), getattr(exc, "errno", None), type(getattr(exc, "reason", None)),
-            type(inner) if inner is not None else None, len(exc.args))
+            type(inner) if inner is not None else None, len(exc.args), _frames(exc)[-1])
 
 
 @pytest.mark.parametrize("client", list(CLIENTS))
@@ -359,11 +365,11 @@ def test_request_bodies_and_methods_pass_through(client, server, tmp_path) -> No
     call = CLIENTS[client]
     body = json.dumps({"password": "hunter2-body"}).encode()
     baseline = call(f"{server.base}/items", "POST", body)
+    deleted = call(f"{server.base}/items/9", "DELETE")
     with monitor(tmp_path) as mon:
         assert call(f"{server.base}/items", "POST", body) == baseline
         assert json.loads(baseline[1])["body"] == body.decode()
-        assert call(f"{server.base}/items/9", "DELETE") == call.__call__(
-            f"{server.base}/items/9", "DELETE")
+        assert call(f"{server.base}/items/9", "DELETE") == deleted
         spans = http_spans(mon)
         assert {(s["tags"]["http.method"], s["tags"]["http.route"]) for s in spans} == {
             ("POST", "/items"), ("DELETE", "/items/{id}")}
@@ -398,11 +404,8 @@ def test_many_ids_are_one_series(server, tmp_path) -> None:
 
 
 @pytest.mark.parametrize("client", [
-    pytest.param("http.client", marks=pytest.mark.xfail(strict=True, reason=(
-        "bug: http_.py endheaders adds traceparent with putheader even when the program "
-        "already set one, so the request carries two (W3C: then ignored)"))),
-    pytest.param("requests", marks=pytest.mark.xfail(strict=True, reason=(
-        "bug: http.client-based clients send a second traceparent header"))),
+    pytest.param("http.client"),
+    pytest.param("requests"),
     "httpx", "aiohttp",
 ])
 def test_a_request_with_its_own_traceparent_carries_exactly_one(client, server,
@@ -441,8 +444,6 @@ def _aiohttp_with_repeated_header(url: str) -> None:
     asyncio.run(go())
 
 
-@pytest.mark.xfail(strict=True, reason="bug: http_.py _install_aiohttp rebuilds headers with "
-                   "dict(kwargs['headers']), dropping repeated headers the program sends")
 def test_aiohttp_repeated_headers_are_sent_unchanged(server, tmp_path) -> None:
     del server.seen[:]
     _aiohttp_with_repeated_header(f"{server.base}/dup")
@@ -473,3 +474,27 @@ def test_no_recording_after_uninstall(server, tmp_path) -> None:
             assert call(f"{server.base}/users/1")[0] == 200
         assert http_spans(mon) == []
         assert all(s["traceparent"] == [] for s in server.seen)
+
+
+def test_holter_start_from_code_records_every_kind(tmp_path) -> None:
+    """``holter.start(instrument=[...], runtime=True)`` in a program, flushed at exit."""
+    db = tmp_path / "h.db"
+    env = {k: v for k, v in os.environ.items() if k != "HOLTER_DB"}
+    done = subprocess.run([sys.executable, str(Path(__file__).parent / "scripts" /
+                                               "instr_app.py"), str(db)],
+                          capture_output=True, text=True, timeout=60, env=env, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "done\n" and done.stderr == ""
+    conn = sqlite3.connect(db)
+    try:
+        names = {s["name"] for (blob,) in conn.execute("SELECT data FROM span_chunks")
+                 for s in decode_chunk(blob)}
+        metrics = {n for (n,) in conn.execute("SELECT DISTINCT name FROM series")}
+        [(status, app)] = conn.execute("SELECT exit_status, app FROM runs").fetchall()
+    finally:
+        conn.close()
+    assert {"HTTP GET", "db.query", "subprocess"} <= names
+    assert {"http.client.requests", "http.client.duration", "db.client.duration",
+            "subprocess.runs", "subprocess.duration", "process.memory.rss",
+            "python.gc.collections"} <= metrics
+    assert (status, app) == (0, "instr-app")

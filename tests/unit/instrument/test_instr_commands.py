@@ -51,9 +51,6 @@ def test_odd_arguments_never_raise() -> None:
         pytest.param(["echo hunter2"], "echo", id="shell-with-a-list"),
     ],
 )
-@pytest.mark.xfail(strict=True, reason="bug: command_name with shell=True takes the first word "
-                   "even when it is a VAR=value assignment, and does not split a list's first "
-                   "item, so secrets in the command line are stored as process.command")
 def test_shell_commands_never_leak_secrets(args, name: str) -> None:
     got = command_name(args, shell=True)
     assert "hunter2" not in got

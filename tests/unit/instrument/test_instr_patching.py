@@ -114,9 +114,6 @@ def test_bad_names_and_a_missing_monitor_are_config_errors(tmp_path) -> None:
     assert_pristine()
 
 
-@pytest.mark.xfail(strict=True, reason="bug: Monitor.__init__ starts runtime metrics and the "
-                   "loop watch before instrument.install raises ConfigError for a bad name, "
-                   "and never undoes them (gc callback and loop monitor leak)")
 def test_a_monitor_that_fails_to_start_leaves_nothing_behind(tmp_path) -> None:
     try:
         with pytest.raises(ConfigError, match="unknown instrumentation"), \
@@ -204,8 +201,6 @@ def test_a_library_imported_after_uninstall_is_left_alone(tmp_path) -> None:
     assert done.stdout.strip() == "ok"
 
 
-@pytest.mark.xfail(strict=True, reason="bug: Monitor._stop_sources calls instrument.uninstall() "
-                   "with no names, removing instrumentation other monitors installed")
 def test_stopping_one_monitor_leaves_another_monitors_instrumentation(tmp_path) -> None:
     with holter.testing.monitor(db=str(tmp_path / "a.db"), instrument=["http"]):
         with holter.testing.monitor(db=str(tmp_path / "b.db"), instrument=["db"]):
