@@ -16,6 +16,7 @@ import functools
 import logging
 import os
 import platform
+import signal
 import socket
 import sys
 import threading
@@ -55,6 +56,8 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 _MAINTAIN_EVERY_NS = 300 * 1_000_000_000
+_SUMMARY_ROWS_PER_MAINTAIN = 20_000
+"""Points merged into the summaries per maintenance (500 series at 10 s write 15 000)."""
 _live: weakref.WeakSet[Monitor] = weakref.WeakSet()
 _exit_state: dict[str, Any] = {"status": None, "info": None}
 
@@ -730,6 +733,10 @@ class Monitor:
                 hour_retention_s=self.config.hour_retention_s,
                 span_retention_s=self.config.span_retention_s,
             )
+            if not self._stopped:  # never at exit: `holter report` catches up instead
+                # long windows (reports) read these merges; a bounded step (about 30 µs a
+                # point), so a backlog is caught up over several maintenances
+                q.refresh_summaries(store, max_rows=_SUMMARY_ROWS_PER_MAINTAIN)
 
     def _after_fork_child(self) -> None:
         self._store_lock = threading.RLock()
@@ -851,14 +858,64 @@ def _patch_multiprocessing() -> None:
 
     @functools.wraps(original)
     def _bootstrap(self: Any, *args: Any, **kwargs: Any) -> Any:
+        _flush_on_terminate()
         try:
             return original(self, *args, **kwargs)
         finally:
+            _terminate_state["stopping"] = True
             for monitor in list(_live):
                 with contextlib.suppress(Exception):
                     monitor.stop()
+            deferred = _terminate_state["deferred"]
+            if deferred is not None:  # terminate() came during this final flush: die of it now
+                signal.signal(deferred, signal.SIG_DFL)
+                os.kill(os.getpid(), deferred)
 
     mp_process.BaseProcess._bootstrap = _bootstrap  # type: ignore[method-assign]
+
+
+def _flush_on_terminate() -> None:
+    """In a multiprocessing child: flush before dying of ``terminate()``'s SIGTERM.
+
+    ``Pool.__exit__`` and ``Pool.terminate()`` end their workers with SIGTERM, whose
+    default action kills them before any flush: whatever they recorded since their last
+    flush would be lost. Where SIGTERM still has its default action, holter's handler
+    stops the monitors from a helper thread (so a lock held by the interrupted code
+    costs at most the exit budget, never a hang), then restores the default action and
+    re-sends SIGTERM: the process still dies of it, with the same exit code.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return
+    try:
+        if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+            return
+        signal.signal(signal.SIGTERM, _terminate_handler)
+    except (ValueError, OSError, AttributeError):  # no signals here: nothing to do
+        return
+
+
+_terminate_state: dict[str, Any] = {"stopping": False, "deferred": None}
+
+
+def _terminate_handler(signum: int, _frame: Any) -> None:
+    if _terminate_state["stopping"]:
+        # the child is already in its final flush (a pool worker that got its sentinel)
+        # and this handler interrupted it: let it finish, then die of the signal
+        _terminate_state["deferred"] = signum
+        return
+    budget = max((m.config.exit_timeout_s for m in list(_live)), default=0.0)
+
+    def stop_all() -> None:
+        for monitor in list(_live):
+            with contextlib.suppress(Exception):
+                monitor.stop(exit_status=128 + signum, exit_info="killed by SIGTERM")
+
+    if budget > 0:
+        helper = threading.Thread(target=stop_all, name="holter-terminate", daemon=True)
+        helper.start()
+        helper.join(budget + 0.1)
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
 
 
 if hasattr(os, "register_at_fork"):

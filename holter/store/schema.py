@@ -235,6 +235,31 @@ _V5 = [
     )""",
 ]
 
+# Summaries (holter.store.summaries): 5-minute and 1-hour merges of the interval points,
+# derived data that long windows read; the monitor keeps them current in maintenance.
+_V6 = [
+    """CREATE TABLE IF NOT EXISTS point_summaries (
+        level INTEGER NOT NULL,
+        series_id INTEGER NOT NULL,
+        run_id INTEGER NOT NULL,
+        t_start_ns INTEGER NOT NULL,
+        t_end_ns INTEGER NOT NULL,
+        count REAL,
+        total REAL,
+        min REAL,
+        max REAL,
+        last REAL,
+        m2 REAL,
+        sketch BLOB,
+        PRIMARY KEY (level, series_id, run_id, t_start_ns)
+    )""",
+    "CREATE INDEX IF NOT EXISTS point_summaries_end ON point_summaries(level, t_end_ns)",
+    """CREATE TABLE IF NOT EXISTS summary_state (
+        key TEXT PRIMARY KEY,
+        value INTEGER NOT NULL
+    )""",
+]
+
 Migration = list[str] | Callable[[sqlite3.Connection], None]
 
 MIGRATIONS: dict[int, Migration] = {}
@@ -247,6 +272,7 @@ MIGRATIONS[2] = _V2  # spans
 MIGRATIONS[3] = _V3  # anomaly detection: detector states, anomalies
 MIGRATIONS[4] = _V4  # export cursors
 MIGRATIONS[5] = _V5  # alerting: alerts, history, silences, notification groups
+MIGRATIONS[6] = _V6  # 5-minute and 1-hour summaries of the points
 
 SCHEMA_VERSION = max(MIGRATIONS)
 """The schema this holter writes and reads: the newest migration."""

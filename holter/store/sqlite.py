@@ -285,6 +285,10 @@ class Store:
                 moved += conn.execute(
                     "DELETE FROM points_1h WHERE t_end_ns <= ?", (hour_cut,)
                 ).rowcount
+                if self._has_summaries(conn):  # buckets older than the raw points: never read
+                    moved += conn.execute(
+                        "DELETE FROM point_summaries WHERE t_end_ns <= ?", (raw_cut,)
+                    ).rowcount
                 if span_retention_s is not None:
                     span_cut = now_ns - int(span_retention_s * 1e9)
                     moved += conn.execute(
@@ -301,6 +305,12 @@ class Store:
         except sqlite3.Error as exc:
             raise _busy_or_error(exc, self.path) from None
         return moved
+
+    @staticmethod
+    def _has_summaries(conn: sqlite3.Connection) -> bool:
+        return conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'point_summaries'"
+        ).fetchone() is not None
 
     def _roll_up(self, source: str, target: str, cutoff_ns: int, bucket_ns: int) -> int:
         moved = 0

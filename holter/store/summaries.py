@@ -5,7 +5,9 @@ Interval points are kept raw for a day (``raw_retention_s``), so a 24-hour windo
 slow for a report. This module keeps, *beside* the raw points (a copy, not a move:
 the query API's windows and the retention rollups are unchanged), their merges per
 series, run and 5-minute / 1-hour bucket, so a long window reads a few dozen rows per
-series. It is derived data: dropping the table loses nothing.
+series. It is derived data: dropping the table loses nothing. The tables come with schema
+version 6; the monitor refreshes them in its periodic maintenance, which also drops
+buckets older than the raw points (never read again), so a report finds them current.
 
 * ``point_summaries``: rows shaped as points (same columns, plus ``level``, the
   bucket length in seconds); a bucket holds the raw points whose interval *ends* in
@@ -37,28 +39,6 @@ BATCH_ROWS = 5_000
 """Raw rows merged per transaction by :func:`refresh`."""
 _NS = 1_000_000_000
 
-_DDL = (
-    """CREATE TABLE IF NOT EXISTS point_summaries (
-        level INTEGER NOT NULL,
-        series_id INTEGER NOT NULL,
-        run_id INTEGER NOT NULL,
-        t_start_ns INTEGER NOT NULL,
-        t_end_ns INTEGER NOT NULL,
-        count REAL,
-        total REAL,
-        min REAL,
-        max REAL,
-        last REAL,
-        m2 REAL,
-        sketch BLOB,
-        PRIMARY KEY (level, series_id, run_id, t_start_ns)
-    )""",
-    "CREATE INDEX IF NOT EXISTS point_summaries_end ON point_summaries(level, t_end_ns)",
-    """CREATE TABLE IF NOT EXISTS summary_state (
-        key TEXT PRIMARY KEY,
-        value INTEGER NOT NULL
-    )""",
-)
 _COLUMNS = "series_id, run_id, t_start_ns, t_end_ns, count, total, min, max, last, m2, sketch"
 
 
@@ -79,9 +59,9 @@ def refresh(store: Store, *, max_rows: int | None = None) -> int:
     """
     done = 0
     try:
-        with store.atomic() as conn:
-            for statement in _DDL:
-                conn.execute(statement)
+        with store.reading() as conn:
+            if not has_tables(conn):  # a store opened without migrating (read-only)
+                return 0
         while max_rows is None or done < max_rows:
             with store.atomic() as conn:
                 merged = _refresh_batch(conn, BATCH_ROWS if max_rows is None

@@ -55,8 +55,10 @@ def test_windows_read_summaries_and_count_every_point_once(db_path: str) -> None
         store = mon.store
         end = clock.now_ns - 3 * S
         windows = [(T0 + 1234 * S, end), (T0, end + S), (end - 2 * 3600 * S - 17 * S, end)]
+        with store.reading() as conn:  # maintenance kept them current: forget, read raw
+            conn.execute("DELETE FROM summary_state")
         raw = [snapshot(store, *w) for w in windows]
-        assert q.refresh_summaries(store) == points(store)
+        assert q.refresh_summaries(store) == points(store)  # rebuilt from scratch
         with store.reading() as conn:
             levels = dict(conn.execute(
                 "SELECT level, COUNT(*) FROM point_summaries GROUP BY level").fetchall())
@@ -113,3 +115,36 @@ def test_steps_on_the_summary_grid(db_path: str) -> None:
         # every full step holds the same ~30 points' worth of jobs, no lumps
         full = [s.count for s in cut[1:-1]]
         assert max(full) < 2 * min(full)
+
+
+def test_the_monitor_keeps_summaries_current_and_bounded(db_path: str) -> None:
+    rng = random.Random(11)
+    with holter.testing.FakeClock(start_ns=T0) as clock, \
+            holter.testing.monitor(db=db_path, raw_retention_s=3600) as mon:
+        record(mon, clock, 3 * 360, rng)  # three hours, maintenance every five minutes
+        store = mon.store
+        with store.reading() as conn:
+            watermark = conn.execute(
+                "SELECT value FROM summary_state WHERE key = 'points_rowid'").fetchone()[0]
+            behind = conn.execute(
+                "SELECT COUNT(*) FROM points WHERE rowid > ?", (watermark,)).fetchone()[0]
+            oldest_bucket_end = conn.execute(
+                "SELECT MIN(t_end_ns) FROM point_summaries").fetchone()[0]
+            oldest_point_end = conn.execute("SELECT MIN(t_end_ns) FROM points").fetchone()[0]
+            n_series = conn.execute("SELECT COUNT(*) FROM series").fetchone()[0]
+            total = conn.execute("SELECT COUNT(*) FROM points").fetchone()[0]
+        # at most the points of one maintenance interval (30 flushes) wait
+        assert 0 <= behind <= n_series * 31 < total / 5
+        # buckets wholly older than the raw points are dropped, not kept forever
+        assert oldest_bucket_end > oldest_point_end - 3600 * S
+        assert oldest_bucket_end >= clock.now_ns - 2 * 3600 * S
+
+
+def test_new_stores_have_the_summary_tables(db_path: str) -> None:
+    with holter.testing.monitor(db=db_path) as mon:
+        mon.counter("c").inc()
+        mon.flush()
+        with mon.store.reading() as conn:
+            assert summaries.has_tables(conn)
+            versions = {v for (v,) in conn.execute("SELECT version FROM holter_migrations")}
+        assert 6 in versions
