@@ -771,6 +771,21 @@ def _stop_at_exit(ref: weakref.ref[Monitor]) -> None:
             monitor.stop()
         except Exception as exc:  # pragma: no cover - exit must never fail because of us
             logger.debug("holter: stop at exit failed: %r", exc)
+        if _exit_state.get("keyboard_interrupt"):
+            _rearm_keyboard_interrupt_exit()
+
+
+def _rearm_keyboard_interrupt_exit() -> None:
+    """Let a program ended by an unhandled KeyboardInterrupt still die of SIGINT.
+
+    CPython remembers an unhandled KeyboardInterrupt in a flag and, once finalized,
+    ends the process by SIGINT (so shells see Ctrl-C). Every ``exec`` of a string
+    clears that flag, and the final flush may run some (a module imported at exit
+    builds dataclasses with ``exec``); an ``exec`` that raises KeyboardInterrupt sets
+    it again, which is all this does.
+    """
+    with contextlib.suppress(KeyboardInterrupt):
+        exec("raise KeyboardInterrupt")  # a constant string, see above
 
 
 _FORK_LOCK_TIMEOUT_S = 2.0
@@ -813,6 +828,7 @@ def _after_fork_in_child() -> None:
 
 def _excepthook(exc_type: type[BaseException], exc: BaseException, tb: Any) -> None:
     _exit_state["status"] = 1
+    _exit_state["keyboard_interrupt"] = issubclass(exc_type, KeyboardInterrupt)
     _exit_state["info"] = f"{exc_type.__name__}: {exc}"[:500]
     _previous_excepthook(exc_type, exc, tb)
 

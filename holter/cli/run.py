@@ -7,10 +7,11 @@ runtime metrics) and then runs any ``sitecustomize`` it shadows. Programs that t
 program starts inherit the same environment, so each Python child is recorded as a
 run of its own, linked to its parent.
 
-``holter run`` passes stdin, stdout, stderr and argv through untouched, forwards
-SIGTERM, SIGHUP and SIGQUIT to the program (Ctrl-C reaches it directly, as the
-terminal sends it to the whole process group), waits, records the true exit status
-in the program's run, and exits the same way: the same status, or the same signal.
+``holter run`` passes stdin, stdout, stderr and argv through untouched, passes the
+signals it receives on to the program (see :class:`SignalRelay`: each reaches the
+program once, whether a process sent it to holter run or the terminal sent it to the
+whole process group), waits, records the true exit status in the program's run, and
+exits the same way: the same status, or the same signal.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -50,7 +52,14 @@ class RunError(CliError):
     def __init__(self, message: str, exit_code: int) -> None:
         super().__init__(message)
         self.exit_code = exit_code
-FORWARDED = (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+
+
+FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
+             signal.SIGUSR2, signal.SIGWINCH)
+"""The signals ``holter run`` passes on to the program."""
+TERMINAL_SIGNALS = frozenset({signal.SIGINT, signal.SIGQUIT, signal.SIGWINCH})
+r"""Signals a terminal sends to its whole foreground process group (Ctrl-C, Ctrl-\, a
+resize): the program, in holter run's process group, already has them."""
 PYTHON_NAMES = ("python", "python3", f"python3.{sys.version_info.minor}")
 """A bare interpreter name runs holter's own interpreter (``sys.executable``)."""
 
@@ -92,12 +101,164 @@ def _record_exit(db: str, report: str, status: int, info: str | None) -> None:
         from holter.store import query as q
 
         run = q.get_run(store, int(text))
-        store.end_run(run.id, run.ended_ns or _clock.time_ns(), status,
-                      info if info is not None else run.exit_info)
+        if info is None:
+            info = run.exit_info
+        elif run.exit_info and run.exit_info not in info:  # the program's own account too
+            info = f"{info} ({run.exit_info})"[:500]
+        store.end_run(run.id, run.ended_ns or _clock.time_ns(), status, info)
     except HolterError:
         pass
     finally:
         store.close()
+
+
+def start_program(command: Sequence[str], **popen_options: object) -> subprocess.Popen[bytes]:
+    """Start ``command``; RunError (exit 127 if it is not found, else 126) if it cannot be."""
+    name = command[0]
+    try:
+        return subprocess.Popen(list(command), **popen_options)  # type: ignore[call-overload]
+    except FileNotFoundError:
+        raise RunError(f"command not found: {name!r}; check its spelling and $PATH, or give "
+                       "its path", 127) from None
+    except PermissionError:
+        if os.path.isdir(name):
+            raise RunError(f"cannot run {name!r}: it is a directory; give the program "
+                           "inside it", 126) from None
+        raise RunError(f"permission denied: {name!r} is not executable; make it executable "
+                       "(chmod +x) or run it with its interpreter", 126) from None
+    except OSError as exc:  # ENOEXEC (no #! line), ENOTDIR, E2BIG, ...
+        raise RunError(f"cannot run {name!r}: {exc.strerror or exc}; check that it is a "
+                       "program this system can run, or run it with its interpreter",
+                       126) from None
+
+
+def should_forward(info: signal.struct_siginfo, *, child_pid: int, own_pid: int,
+                   session_leader: bool) -> bool:
+    r"""Whether a signal holter run received must be passed on for the program to get it once.
+
+    A signal a process sent (``kill``, ``sigqueue``) is passed on, unless the program itself
+    sent it (it signalled its process group, or holter run). A signal the kernel generated
+    is passed on unless the program already has it: the terminal sends Ctrl-C, Ctrl-\ and
+    resizes to the whole foreground process group, the program's group too; a hangup goes
+    to the session leader alone, so it is passed on when holter run leads the session.
+    """
+    if info.si_code <= 0:  # SI_USER, SI_QUEUE, SI_TKILL...; the kernel's are > 0 (SI_KERNEL)
+        return info.si_pid not in (child_pid, own_pid)
+    if info.si_signo in TERMINAL_SIGNALS:
+        return False
+    if info.si_signo == signal.SIGHUP:
+        return session_leader
+    return True
+
+
+class SignalRelay:
+    """Passes the signals holter run receives (:data:`FORWARDED`) on to the program, each once.
+
+    Use as a context manager around starting the program and waiting for it: enter before
+    the program starts, :meth:`attach` it once started, leave after it ended (signals that
+    arrive after it ended are dropped; they would have found no program either).
+
+    Where the platform reports who sent a signal (``signal.sigtimedwait``; Linux), the
+    forwarded signals are blocked in holter run once the program has started (the program
+    never inherits the blocked mask) and a daemon thread waits for them, deciding with
+    :func:`should_forward`. Elsewhere plain handlers forward SIGTERM, SIGHUP, SIGQUIT,
+    SIGUSR1 and SIGUSR2, and leave SIGINT and SIGWINCH to the terminal, which sends them to
+    the whole process group. Signals that arrive before the program exists are passed on
+    once it does.
+    """
+
+    WAIT_S = 1.0
+    """How long the thread waits for a signal before checking whether it should stop."""
+
+    def __init__(self, signals: Sequence[signal.Signals] = FORWARDED) -> None:
+        self.signals = tuple(signals)
+        self.child: subprocess.Popen[bytes] | None = None
+        self.early: list[int] = []
+        self._previous: dict[signal.Signals, object] = {}
+        self._mask: set[signal.Signals] | None = None
+        self._pidfd: int | None = None
+        self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
+
+    def __enter__(self) -> SignalRelay:
+        # an ignored signal stays ignored until the program has started: it inherits the
+        # ignore (nohup, a background job of a shell), as it would run directly
+        self._previous = {sig: signal.getsignal(sig) for sig in self.signals}
+        for sig, handler in self._previous.items():
+            if handler != signal.SIG_IGN:
+                signal.signal(sig, self._handle)
+        return self
+
+    def attach(self, child: subprocess.Popen[bytes]) -> None:
+        """The program has started: pass on what arrived before, and everything from now."""
+        for sig in self.signals:
+            signal.signal(sig, self._handle)
+        waits = hasattr(signal, "sigtimedwait") and hasattr(signal, "pthread_sigmask")
+        if waits:  # only now: the program must not inherit the blocked mask
+            # pthread_sigmask runs the handlers of what arrived so far, here, before
+            # self.child is set: _handle keeps those in self.early
+            self._mask = signal.pthread_sigmask(signal.SIG_BLOCK, self.signals)
+        self.child = child
+        if hasattr(os, "pidfd_open") and hasattr(signal, "pidfd_send_signal"):
+            with contextlib.suppress(OSError):  # signals never reach a recycled pid through it
+                self._pidfd = os.pidfd_open(child.pid)
+        if waits:
+            self._thread = threading.Thread(target=self._wait_loop, name="holter-run-signals",
+                                            daemon=True)
+            self._thread.start()  # it inherits the blocked mask, as it must
+        early, self.early = self.early, []
+        for sig in early:  # they came before holter run could tell who sent them
+            self._send(sig)
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stopping.set()
+        thread = self._thread
+        if thread is not None and thread.is_alive() and thread.ident is not None:
+            wake = signal.SIGWINCH if signal.SIGWINCH in self.signals else self.signals[0]
+            with contextlib.suppress(OSError):  # wake it now rather than after WAIT_S
+                signal.pthread_kill(thread.ident, wake)
+            thread.join(self.WAIT_S * 2)
+        for sig in self.signals:  # SIG_IGN drops what is still pending, blocked or not
+            signal.signal(sig, signal.SIG_IGN)
+        if self._mask is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, self._mask)
+        for sig, handler in self._previous.items():
+            if handler is not None:  # None: set outside Python, cannot be put back
+                signal.signal(sig, handler)  # type: ignore[arg-type]
+        if self._pidfd is not None:
+            os.close(self._pidfd)
+            self._pidfd = None
+
+    def _send(self, sig: int) -> None:
+        if self.child is None or self._stopping.is_set():
+            return
+        with contextlib.suppress(OSError):  # ended already
+            if self._pidfd is not None:
+                signal.pidfd_send_signal(self._pidfd, sig)
+            else:
+                self.child.send_signal(sig)
+
+    def _handle(self, signum: int, _frame: object) -> None:
+        """Handler where the sender is unknown: before the thread runs, or no sigtimedwait."""
+        if self.child is None:
+            self.early.append(signum)
+        elif signum not in (signal.SIGINT, signal.SIGWINCH):  # those reached it from the tty
+            self._send(signum)
+
+    def _wait_loop(self) -> None:
+        child_pid = self.child.pid if self.child is not None else -1
+        own_pid = os.getpid()
+        session_leader = os.getsid(0) == own_pid
+        while not self._stopping.is_set():
+            try:
+                info = signal.sigtimedwait(self.signals, self.WAIT_S)
+            except OSError:  # pragma: no cover - EINVAL and friends: stop relaying
+                return
+            if info is None or self._stopping.is_set():
+                continue
+            if should_forward(info, child_pid=child_pid, own_pid=own_pid,
+                              session_leader=session_leader):
+                self._send(info.si_signo)
 
 
 def run_program(command: Sequence[str], *, db: str, app: str | None, interval: str,
@@ -108,36 +269,21 @@ def run_program(command: Sequence[str], *, db: str, app: str | None, interval: s
     env = program_env(db=db, app=app, interval=interval, instrument=instrument,
                       runtime=runtime, report=report)
     try:
-        try:
-            child = subprocess.Popen(list(command), env=env)
-        except FileNotFoundError:
-            raise RunError(f"command not found: {command[0]!r}", 127) from None
-        except PermissionError:
-            raise RunError(f"permission denied: {command[0]!r} is not executable", 126) from None
-
-        def forward(signum: int, _frame: object) -> None:
-            child.send_signal(signum)
-
-        previous = {sig: signal.signal(sig, forward) for sig in FORWARDED}
-        previous_int = signal.signal(signal.SIGINT, signal.SIG_IGN)  # the child gets Ctrl-C
-        try:
+        with SignalRelay() as relay:
+            child = start_program(command, env=env)
+            relay.attach(child)
             code = child.wait()
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-            signal.signal(signal.SIGINT, previous_int)
-        if code < 0:
+            if code >= 0:
+                _record_exit(db, report, code, None)
+                return code
             sig = -code
-            name = signal.Signals(sig).name
-            _record_exit(db, report, 128 + sig, f"killed by {name}")
-            sys.stdout.flush()
-            sys.stderr.flush()
-            with contextlib.suppress(OSError, ValueError):  # SIGKILL/SIGSTOP have no handler
-                signal.signal(sig, signal.SIG_DFL)
-            os.kill(os.getpid(), sig)  # end the way the program ended
-            return 128 + sig  # pragma: no cover - only if the signal did not end us
-        _record_exit(db, report, code, None)
-        return code
+            _record_exit(db, report, 128 + sig, f"killed by {signal.Signals(sig).name}")
+        sys.stdout.flush()
+        sys.stderr.flush()
+        with contextlib.suppress(OSError, ValueError):  # SIGKILL/SIGSTOP have no handler
+            signal.signal(sig, signal.SIG_DFL)
+        os.kill(os.getpid(), sig)  # end the way the program ended
+        return 128 + sig  # pragma: no cover - only if the signal did not end us
     finally:
         with contextlib.suppress(OSError):
             os.unlink(report)

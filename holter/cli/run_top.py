@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from holter.cli._options import CliError
-from holter.cli.run import _record_exit, program_env
+from holter.cli.run import RunError, _record_exit, program_env, start_program
 
 STOP_GRACE_S = (5.0, 2.0)
 """Seconds given after SIGINT, then after SIGTERM, before the next signal."""
@@ -87,14 +87,13 @@ def run_program_top(command: Sequence[str], *, db: str, app: str | None, interva
                       runtime=runtime, report=report)
     try:
         with open(log_fd, "wb") as log:
-            try:
-                child = subprocess.Popen(list(command), env=env, stdin=subprocess.DEVNULL,
-                                         stdout=log, stderr=subprocess.STDOUT,
-                                         start_new_session=True)
-            except FileNotFoundError:
-                raise CliError(f"command not found: {command[0]!r}") from None
-            except PermissionError:
-                raise CliError(f"permission denied: {command[0]!r} is not executable") from None
+            try:  # the same error and exit status (127, 126) as without --top
+                child = start_program(command, env=env, stdin=subprocess.DEVNULL, stdout=log,
+                                      stderr=subprocess.STDOUT, start_new_session=True)
+            except RunError:
+                with contextlib.suppress(OSError):
+                    os.unlink(log_path)  # nothing ran: no log to keep
+                raise
         name = _program_name(command)
 
         def resolve_run() -> int | None:
