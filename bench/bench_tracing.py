@@ -25,6 +25,7 @@ import json
 import os
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -158,6 +159,11 @@ def throughput(rate: int, seconds: float, flush_interval: float) -> dict[str, An
     next_sample = time.perf_counter()
     behind = 0.0
     span = mon.span
+    collector = next(t for t in threading.enumerate() if t.name == "holter-collector")
+    collector_clock = time.pthread_getcpuclockid(collector.ident)  # type: ignore[arg-type]
+    collector_cpu0 = time.clock_gettime(collector_clock)
+    process_cpu0 = time.process_time()
+    producer_cpu0 = time.thread_time()
     started = time.perf_counter()
     while True:
         now = time.perf_counter()
@@ -182,10 +188,16 @@ def throughput(rate: int, seconds: float, flush_interval: float) -> dict[str, An
         else:
             behind = max(behind, -delay)
     elapsed = time.perf_counter() - started
+    producer_cpu = time.thread_time() - producer_cpu0
     lag_start = time.perf_counter()
     pending_at_end = mon.tracer.pending()
     mon.flush()
     lag = time.perf_counter() - lag_start
+    collector_cpu = time.clock_gettime(collector_clock) - collector_cpu0
+    writer = next((t for t in threading.enumerate() if t.name == "holter-writer"), None)
+    writer_cpu = (time.clock_gettime(time.pthread_getcpuclockid(writer.ident))  # type: ignore[arg-type]
+                  if writer is not None and writer.is_alive() else 0.0)  # started during the run
+    process_cpu = time.process_time() - process_cpu0
     conn = mon.store.conn
     stored = conn.execute("SELECT COALESCE(SUM(spans), 0) FROM span_chunks").fetchone()[0]
     dropped = 0
@@ -208,6 +220,14 @@ def throughput(rate: int, seconds: float, flush_interval: float) -> dict[str, An
         "rss_growth_second_half_kib": (max(half) - min(half)) if half else None,
         "rss_peak_kib": max(rss) if rss else None,
         "flush_interval_s": flush_interval,
+        # CPU time per span produced (the final flush, on this thread, counts in process
+        # only): what the rate costs, less sensitive than drops to a shared machine
+        "cpu_ns_per_span": {
+            "producer_thread": round(producer_cpu / produced * 1e9),
+            "collector_thread": round(collector_cpu / produced * 1e9),
+            "writer_thread": round(writer_cpu / produced * 1e9),
+            "process": round(process_cpu / produced * 1e9),
+        },
         "sustained": stored == produced and dropped == 0 and produced / elapsed >= 0.97 * rate,
     }
 
@@ -259,6 +279,10 @@ def main(argv: list[str] | None = None) -> int:
                  f"stored {t['spans_stored']:,}, dropped {t['spans_dropped_buffer_full']:,}, "
                  f"RSS growth over the second half {t['rss_growth_second_half_kib']} KiB, "
                  f"sustained: {t['sustained']}")
+        cpu = t["cpu_ns_per_span"]
+        core.log(f"  CPU per span: producer {cpu['producer_thread']:,} ns, collector "
+                 f"{cpu['collector_thread']:,} ns, writer {cpu['writer_thread']:,} ns, "
+                 f"whole process {cpu['process']:,} ns")
     result["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     text = json.dumps(result, indent=2)
     print(text)

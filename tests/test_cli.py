@@ -103,5 +103,30 @@ def test_missing_store_exits_2_without_traceback(tmp_path) -> None:
 def test_version_and_help() -> None:
     assert run("--version").output.startswith("holter, version")
     result = run("--help")
-    for command in ("demo", "query", "series", "runs"):
-        assert command in result.output
+    listed = {line.split()[0] for line in result.output.split("Commands:")[1].splitlines()
+              if line.strip()}
+    assert listed >= {"demo", "query", "series", "runs", "run", "traces", "trace", "ops",
+                      "serve", "export", "anomalies", "baselines", "top", "alerts", "silence",
+                      "silences", "rules", "report", "compare"}, listed
+
+
+def test_a_command_loads_only_its_own_code() -> None:
+    """``holter run`` does not import the report, alerting, export or dashboard code."""
+    code = (
+        "import sys, json\n"
+        "from holter.cli.main import cli\n"
+        "try:\n"
+        "    cli(['run', '--help'], prog_name='holter')\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print(json.dumps(sorted(m for m in sys.modules if m.startswith('holter.'))))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True)
+    loaded = json.loads(proc.stdout.splitlines()[-1])
+    assert "holter.cli.run" in loaded
+    unrelated = [m for m in loaded if m.split(".")[1] in {"reports", "alerting", "export",
+                                                            "dashboard"}
+                 or m in {"holter.cli.report", "holter.cli.alerts", "holter.cli.export",
+                          "holter.cli.top", "holter.cli.demo"}]
+    assert unrelated == [], unrelated

@@ -18,7 +18,10 @@ README = (ROOT / "README.md").read_text()
 
 def all_commands(group: click.Group, prefix: str = "") -> list[tuple[str, click.Command]]:
     out = []
-    for name, command in group.commands.items():
+    ctx = click.Context(group)
+    for name in group.list_commands(ctx):  # loads the lazily imported subcommands too
+        command = group.get_command(ctx, name)
+        assert command is not None, f"`holter {prefix}{name}` is listed but cannot be loaded"
         full = f"{prefix}{name}"
         out.append((full, command))
         if isinstance(command, click.Group):
@@ -30,7 +33,8 @@ COMMANDS = all_commands(cli)
 
 
 def test_there_are_commands() -> None:
-    assert {"demo", "query", "series", "runs"} <= {name for name, _ in COMMANDS}
+    assert {"demo", "query", "series", "runs", "run", "trace", "report", "export otlp",
+            "rules check"} <= {name for name, _ in COMMANDS}
 
 
 @pytest.mark.parametrize(("name", "command"), COMMANDS, ids=[n for n, _ in COMMANDS])

@@ -10,13 +10,15 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from holter.config import DEFAULT_DB, HOLTER_DB
 from holter.errors import HolterError
-from holter.store.sqlite import Store
+
+if TYPE_CHECKING:
+    from holter.store.sqlite import Store
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -70,6 +72,8 @@ def holter_errors(fn: F) -> F:
 @contextmanager
 def open_store(path: str) -> Iterator[Store]:
     """Open an existing store for reading; CliError if it is missing or not a store."""
+    from holter.store.sqlite import Store
+
     try:
         store = Store.open(path, create=False)
     except HolterError as exc:

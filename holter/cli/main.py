@@ -1,27 +1,59 @@
-"""The ``holter`` command: each command calls the library API, never SQL."""
+"""The ``holter`` command: each command calls the library API, never SQL.
+
+Subcommands live in their own modules and are imported only when used (or listed by
+``--help``), so ``holter run`` does not pay for the report, alerting and export code.
+"""
 
 from __future__ import annotations
+
+import importlib
 
 import click
 
 from holter._version import __version__
-from holter.cli._options import (
-    db_option,
-    emit_json,
-    fmt_num,
-    fmt_tags,
-    fmt_time,
-    holter_errors,
-    json_option,
-    open_store,
-    parse_tags,
-    table,
-)
-from holter.model import WindowStats
-from holter.store import query as q
+from holter.cli._options import holter_errors
+
+#: command name -> (module, attribute, one-line help shown by ``holter --help``)
+_COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("holter.cli.main", "demo"),
+    "query": ("holter.cli.metrics", "query_cmd"),
+    "series": ("holter.cli.metrics", "series_cmd"),
+    "runs": ("holter.cli.metrics", "runs_cmd"),
+    "run": ("holter.cli.run", "run_cmd"),
+    "traces": ("holter.cli.traces", "traces_cmd"),
+    "trace": ("holter.cli.traces", "trace_cmd"),
+    "ops": ("holter.cli.traces", "ops_cmd"),
+    "serve": ("holter.cli.export", "serve_cmd"),
+    "export": ("holter.cli.export", "export_group"),
+    "anomalies": ("holter.cli.anomalies", "anomalies_cmd"),
+    "baselines": ("holter.cli.anomalies", "baselines_cmd"),
+    "top": ("holter.cli.top", "top_cmd"),
+    "alerts": ("holter.cli.alerts", "alerts_cmd"),
+    "silence": ("holter.cli.alerts", "silence_cmd"),
+    "silences": ("holter.cli.alerts", "silences_cmd"),
+    "rules": ("holter.cli.alerts", "rules_group"),
+    "report": ("holter.cli.report", "report_cmd"),
+    "compare": ("holter.cli.report", "compare_cmd"),
+}
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _LazyGroup(click.Group):
+    """A group whose subcommands are imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *_COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = super().get_command(ctx, cmd_name)
+        if command is not None or cmd_name not in _COMMANDS:
+            return command
+        module, attr = _COMMANDS[cmd_name]
+        command = getattr(importlib.import_module(module), attr)
+        self.add_command(command, cmd_name)
+        return command
+
+
+@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="holter")
 def cli() -> None:
     """holter: metrics, traces and system data of any Python program, in one local file."""
@@ -44,140 +76,6 @@ def demo(duration: float, db: str | None, quiet: bool) -> None:
     from holter.cli.demo import run_demo
 
     run_demo(duration=duration, db=db, quiet=quiet)
-
-
-@cli.command("query")
-@click.argument("name")
-@click.option("--window", "-w", default="5m", show_default=True,
-              help="Time window: 30s, 5m, 1h, 24h, 7d, 1h30m ...")
-@click.option("--tag", "-t", "tags", multiple=True, metavar="KEY=VALUE",
-              help="Only series with this tag value (repeatable).")
-@click.option("--by", "by", multiple=True, metavar="KEY", help="Group by this tag (repeatable).")
-@click.option("--run", "run", type=int, default=None, help="Only this run id.")
-@click.option("--app", "app", default=None, help="Only runs of this app.")
-@db_option
-@json_option
-@holter_errors
-def query_cmd(name: str, window: str, tags: tuple[str, ...], by: tuple[str, ...],
-              run: int | None, app: str | None, db: str, as_json: bool) -> None:
-    """Statistics of metric NAME over a window: count, rate, min, max, mean, stddev, p50..p99.9."""
-    with open_store(db) as store:
-        groups = q.grouped_stats(store, name, window, tags=parse_tags(tags), by=list(by) or None,
-                                 run=run, app=app)
-    if as_json:
-        emit_json([g.as_dict() for g in groups] if by else groups[0].as_dict())
-        return
-    _print_stats(name, window, groups, bool(by))
-
-
-def _print_stats(name: str, window: str, groups: list[WindowStats], grouped: bool) -> None:
-    kind = groups[0].kind
-    unit = groups[0].unit
-    title = f"{name} ({kind}{', ' + unit if unit else ''}) over the last {window}"
-    lead = ["group"] if grouped else []
-    if kind == "counter":
-        cols = [*lead, "count", "rate/s", "recorded"]
-        rows = [[*([fmt_tags(g.group)] if grouped else []), fmt_num(g.count), fmt_num(g.rate),
-                 f"{g.covered_s:.1f} s"] for g in groups]
-    elif kind == "gauge":
-        cols = [*lead, "last", "min", "mean", "max", "samples"]
-        rows = [[*([fmt_tags(g.group)] if grouped else []), fmt_num(g.last, unit),
-                 fmt_num(g.min, unit), fmt_num(g.mean, unit), fmt_num(g.max, unit),
-                 fmt_num(g.count)] for g in groups]
-    else:
-        cols = [*lead, "count", "rate/s", "min", "mean", "p50", "p90", "p95", "p99", "p99.9",
-                "max", "stddev"]
-        rows = [[*([fmt_tags(g.group)] if grouped else []), fmt_num(g.count), fmt_num(g.rate),
-                 fmt_num(g.min, unit), fmt_num(g.mean, unit), fmt_num(g.p50, unit),
-                 fmt_num(g.p90, unit), fmt_num(g.p95, unit), fmt_num(g.p99, unit),
-                 fmt_num(g.p99_9, unit), fmt_num(g.max, unit), fmt_num(g.stddev, unit)]
-                for g in groups]
-    table(title, cols, rows)
-
-
-@cli.command("series")
-@click.option("--name", default=None, help="Only series of this metric.")
-@click.option("--run", "run", type=int, default=None, help="Only series written by this run.")
-@click.option("--app", "app", default=None, help="Only series written by runs of this app.")
-@db_option
-@json_option
-@holter_errors
-def series_cmd(name: str | None, run: int | None, app: str | None, db: str,
-               as_json: bool) -> None:
-    """Every recorded series: name, kind, unit, tags, points and when it was last seen."""
-    with open_store(db) as store:
-        found = q.series(store, name, run=run, app=app)
-    if as_json:
-        emit_json([s.as_dict() for s in found])
-        return
-    table(
-        f"{len(found)} series in {db}",
-        ["name", "kind", "unit", "tags", "points", "last seen"],
-        [[s.name, s.kind, s.unit or "-", fmt_tags(s.tags), str(s.points), fmt_time(s.last_ns)]
-         for s in found],
-    )
-
-
-@cli.command("runs")
-@click.option("--app", "app", default=None, help="Only runs of this app.")
-@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True,
-              help="Newest runs to show.")
-@db_option
-@json_option
-@holter_errors
-def runs_cmd(app: str | None, limit: int, db: str, as_json: bool) -> None:
-    """Recorded runs: app, argv, pid, host, start, end and exit status."""
-    with open_store(db) as store:
-        found = q.runs(store, app=app, limit=limit)
-    if as_json:
-        emit_json([r.as_dict() for r in found])
-        return
-    rows = []
-    for r in found:
-        if r.ended_ns is None:
-            status = "running?"
-        elif r.exit_status is None:
-            status = "?"
-        else:
-            status = str(r.exit_status)
-        if r.exit_info:
-            status += f" ({r.exit_info[:40]})"
-        rows.append([str(r.id), r.app, " ".join(r.argv)[:60] or "-", str(r.pid), r.host,
-                     fmt_time(r.started_ns), fmt_time(r.ended_ns), status])
-    table(f"{len(found)} runs in {db}",
-          ["id", "app", "argv", "pid", "host", "start", "end", "exit"], rows)
-
-
-def _register() -> None:
-    from holter.cli.run import run_cmd
-    from holter.cli.traces import ops_cmd, trace_cmd, traces_cmd
-
-    for command in (traces_cmd, trace_cmd, ops_cmd, run_cmd):
-        cli.add_command(command)
-    from holter.cli.export import export_group, serve_cmd
-
-    cli.add_command(serve_cmd)
-    cli.add_command(export_group)
-    from holter.cli.anomalies import anomalies_cmd, baselines_cmd
-
-    cli.add_command(anomalies_cmd)
-    cli.add_command(baselines_cmd)
-    from holter.cli.top import top_cmd
-
-    cli.add_command(top_cmd)
-
-    from holter.cli.alerts import alerts_cmd, rules_group, silence_cmd, silences_cmd
-
-    for command in (alerts_cmd, silence_cmd, silences_cmd, rules_group):
-        cli.add_command(command)
-
-    from holter.cli.report import compare_cmd, report_cmd
-
-    cli.add_command(report_cmd)
-    cli.add_command(compare_cmd)
-
-
-_register()
 
 
 def main() -> None:

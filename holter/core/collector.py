@@ -9,6 +9,13 @@ A sink that fails (store busy, disk full, read-only) costs the program nothing:
 the batch waits in a bounded backlog and is written, oldest first, at the next
 flush. Past ``max_pending_points`` the oldest batches are dropped and counted in
 ``holter.dropped{reason="store_error"}``.
+
+When the span buffer passes half full, the collector thread drains it and hands the
+spans to a writer thread (``holter-writer``, started on the first such hand-off), so
+draining goes on while SQLite and zlib (which release the GIL) write the previous
+hand-off. The hand-off holds one batch: while the writer has not taken it, the collector
+waits, the span buffer fills, and spans are dropped and counted as
+``span_buffer_full`` on the recording threads, never queued without bound.
 """
 
 from __future__ import annotations
@@ -64,6 +71,15 @@ class Collector:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
+        # spans drained on the collector thread, waiting for the writer thread; every
+        # drain and every move of these into _pending happens under _drain_lock, so
+        # batches reach _pending (and the store) in the order they were drained
+        self._drain_lock = threading.RLock()
+        self._handoff: collections.deque[Batch] = collections.deque()
+        self._handoff_spans = 0
+        self._handoff_cond = threading.Condition(threading.Lock())
+        self._writer: threading.Thread | None = None
+        self._hooks_lock = threading.RLock()  # after_flush: one thread at a time
         self.tracer: Tracer | None = None
         self.extra_spans: list[tuple[Any, ...]] = []
         registry.wake = self.wake
@@ -108,7 +124,7 @@ class Collector:
                 if wake.is_set():
                     wake.clear()
                     self.fold_requested()
-                    self.flush_spans()
+                    self.hand_off_spans()
                 if int(self.interval_s * 1e9) != interval_ns:  # set_interval() was called
                     next_flush += int(self.interval_s * 1e9) - interval_ns
                     interval_ns = int(self.interval_s * 1e9)
@@ -125,6 +141,8 @@ class Collector:
         _numpy_state["stopping"] = True  # never import numpy on the way out
         self._stop.set()
         self._wake.set()
+        with self._handoff_cond:  # the writer ends once idle; the final flush writes the rest
+            self._handoff_cond.notify_all()
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(max(timeout_s / 2, 0))
@@ -132,13 +150,19 @@ class Collector:
         return self.flush(timeout_s=remaining)
 
     def after_fork_child(self) -> None:
-        """In a forked child: fresh locks and thread, no inherited backlog."""
+        """In a forked child: fresh locks and threads, no inherited backlog."""
         self._flush_lock = threading.Lock()
         self._pending.clear()
         self._pending_points = 0
         self._thread = None
         self._stop = threading.Event()
         self._wake = threading.Event()
+        self._drain_lock = threading.RLock()
+        self._handoff = collections.deque()
+        self._handoff_spans = 0
+        self._handoff_cond = threading.Condition(threading.Lock())
+        self._writer = None
+        self._hooks_lock = threading.RLock()
         self._last_ns = _clock.time_ns()
 
     # -- flushing ----------------------------------------------------------------------
@@ -151,7 +175,9 @@ class Collector:
             return False
         try:
             started = _clock.monotonic_ns()
-            batch = self.collect()
+            with self._drain_lock:  # handed-off spans first: they were drained earlier
+                self._take_handoff()
+                batch = self.collect()
             if batch.size or not self._pending:
                 self._pending.append(batch)
                 self._pending_points += batch.size
@@ -172,12 +198,16 @@ class Collector:
                 elapsed,
                 self.interval_s,
             )
-        if written and self.after_flush is not None:
-            try:
-                self.after_flush(written)
-            except Exception as exc:
-                logger.debug("holter after-flush hook failed: %r", exc)
+        self._run_after_flush(written)
         return ok
+
+    def _run_after_flush(self, written: list[Batch]) -> None:
+        if written and self.after_flush is not None:
+            with self._hooks_lock:
+                try:
+                    self.after_flush(written)
+                except Exception as exc:
+                    logger.debug("holter after-flush hook failed: %r", exc)
 
     def _write_pending(self, timeout_s: float | None, written: list[Batch] | None = None) -> bool:
         set_timeout = getattr(self.sink, "set_timeout", None)
@@ -251,26 +281,91 @@ class Collector:
     def flush_spans(self) -> bool:
         """Write finished spans now, without closing the metrics interval."""
         tracer = self.tracer
-        if tracer is None or not tracer.pending():
+        if tracer is None or not (tracer.pending() or self._handoff):
             return True
         written: list[Batch] = []
         with self._flush_lock:
-            batch = Batch(self._last_ns, self._last_ns, [], tracer.drain())
-            self._pending.append(batch)
-            self._pending_points += batch.size
+            with self._drain_lock:
+                self._take_handoff()
+                if tracer.pending():
+                    batch = Batch(self._last_ns, self._last_ns, [], tracer.drain())
+                    self._pending.append(batch)
+                    self._pending_points += batch.size
             ok = self._write_pending(None, written)
             self._trim()
-        if written and self.after_flush is not None:  # exporters must see these spans too
-            try:
-                self.after_flush(written)
-            except Exception as exc:
-                logger.debug("holter after-flush hook failed: %r", exc)
+        self._run_after_flush(written)  # exporters must see these spans too
         return ok
+
+    def hand_off_spans(self) -> None:
+        """Drain finished spans and leave them to the writer thread (the collector's path).
+
+        At most one drained batch waits for the writer: while the previous one has not
+        been taken (the writer is still writing the one before), this waits, so memory
+        stays bounded and the span buffer, filling meanwhile, drops and counts what does
+        not fit.
+        """
+        tracer = self.tracer
+        if tracer is None or not tracer.pending():
+            return
+        cond = self._handoff_cond
+        stop = self._stop
+        with cond:
+            while self._handoff and not stop.is_set():
+                writer = self._writer
+                if writer is None or not writer.is_alive():
+                    break  # (re)started below
+                cond.wait(0.1)
+        if stop.is_set():
+            return  # stopping: the final flush drains and writes the rest
+        with self._drain_lock:
+            batch = Batch(self._last_ns, self._last_ns, [], tracer.drain())
+            with cond:
+                self._handoff.append(batch)
+                self._handoff_spans += len(batch.spans)
+                cond.notify_all()
+        writer = self._writer
+        if writer is None or not writer.is_alive():
+            self._writer = threading.Thread(
+                target=self._write_handed_off, name="holter-writer", daemon=True
+            )
+            self._writer.start()
+
+    def _take_handoff(self) -> None:
+        """Move handed-off batches into the write backlog (holding ``_flush_lock``)."""
+        cond = self._handoff_cond
+        with cond:
+            if not self._handoff:
+                return
+            for batch in self._handoff:
+                self._pending.append(batch)
+                self._pending_points += batch.size
+            self._handoff.clear()
+            self._handoff_spans = 0
+            cond.notify_all()
+
+    def _write_handed_off(self) -> None:
+        """The writer thread: write handed-off spans until the collector stops."""
+        while True:
+            cond = self._handoff_cond
+            with cond:
+                while not self._handoff and not self._stop.is_set():
+                    cond.wait(1.0)
+                if self._stop.is_set():
+                    return  # shutdown's final flush writes what is left, within its budget
+            written: list[Batch] = []
+            try:
+                with self._flush_lock:
+                    self._take_handoff()
+                    self._write_pending(None, written)
+                    self._trim()
+                self._run_after_flush(written)  # exporters must see these spans too
+            except Exception:  # pragma: no cover - writing never raises; belt and braces
+                logger.exception("holter writer: unexpected error")
 
     @property
     def pending_points(self) -> int:
         """Points (and spans) waiting for the sink."""
-        return self._pending_points
+        return self._pending_points + self._handoff_spans
 
     def collect(self) -> Batch:
         """Snapshot every series into a batch covering the time since the last collect."""
@@ -284,7 +379,8 @@ class Collector:
             except Exception as exc:
                 self.registry.count_drop("sampler_error", 1, repr(exc))
         if self.tracer is not None:  # first: draining feeds span.duration, collected below
-            batch.spans = self.tracer.drain()
+            with self._drain_lock:
+                batch.spans = self.tracer.drain()
         if self.extra_spans:
             batch.spans.extend(self.extra_spans)
             self.extra_spans = []

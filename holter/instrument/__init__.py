@@ -25,16 +25,25 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import sys
 import threading
 from collections.abc import Iterable
 from typing import Any
 
 from holter.config import INSTRUMENTATIONS
 from holter.errors import ConfigError
-from holter.instrument._common import cancel_import_hooks, failed, when_imported
+from holter.instrument._hooks import cancel_import_hooks, failed, when_imported
 
 AVAILABLE = INSTRUMENTATIONS
 """Names :func:`install` accepts."""
+
+TRIGGERS = {
+    "http": ("http.client", "httpx", "aiohttp"),
+    "db": ("sqlite3", "psycopg"),
+    "subprocess": ("subprocess", "asyncio"),
+}
+"""The libraries each instrumentation patches: its module is imported (and installs its
+patches) when the program has imported one of them, or right after it first does."""
 
 _lock = threading.Lock()
 _installed: dict[str, Any] = {}
@@ -108,11 +117,29 @@ def _activate(name: str, monitor: Any) -> None:
         if _recording_into.get(name) is monitor:
             return
         current.undo()
-    module = importlib.import_module(f"holter.instrument.{name}_")
     patches = Patches()
-    module.install(monitor, patches)
     _installed[name] = patches
     _recording_into[name] = monitor
+    done: list[bool] = []
+
+    def load(_module: Any = None) -> None:
+        """Import the instrumentation and install its patches (once)."""
+        if done or _installed.get(name) is not patches:  # done, or uninstalled meanwhile
+            return
+        done.append(True)
+        module = importlib.import_module(f"holter.instrument.{name}_")
+        module.install(monitor, patches)
+
+    if any(lib in sys.modules for lib in TRIGGERS[name]):
+        try:
+            load()
+        except BaseException:
+            patches.undo()
+            del _installed[name], _recording_into[name]
+            raise
+    else:  # nothing to patch yet: importing the instrumentation would only cost start-up
+        for lib in TRIGGERS[name]:
+            patches.when_imported(lib, load)
 
 
 def uninstall(names: Iterable[str] | None = None, monitor: Any = None) -> None:

@@ -8,13 +8,18 @@ logged once.
 
 from __future__ import annotations
 
-import logging
 import re
-import sys
 from collections.abc import Callable
 from typing import Any
 
-logger = logging.getLogger("holter")
+from holter.instrument._hooks import (  # noqa: F401 - re-exported: the shared pieces
+    Failures,
+    _after_import,
+    cancel_import_hooks,
+    failed,
+    original,
+    when_imported,
+)
 
 _ID_SEGMENT = re.compile(
     r"""^(
@@ -52,7 +57,7 @@ def make_path_template(path: str) -> str:
     """
     path = path.split("?", 1)[0].split("#", 1)[0] or "/"
     parts = path.split("/")
-    if not any(c.isdigit() for c in path) and len(parts) <= MAX_PATH_SEGMENTS + 1:
+    if len(parts) <= MAX_PATH_SEGMENTS + 1 and not any(map(str.isdigit, path)):
         return path if path.startswith("/") else "/" + path  # no ids: its own template
     out = ["{id}" if _ID_SEGMENT.match(p) else p for p in parts[: MAX_PATH_SEGMENTS + 1]]
     text = "/".join(out)
@@ -64,8 +69,7 @@ def make_path_template(path: str) -> str:
 # One pass over the statement, so a quote inside a comment (or a comment marker inside a
 # string) cannot shift what is taken for a literal. Order matters: comments and quoted
 # text first, then numbers and parameters.
-_TOKEN = re.compile(
-    r"""
+_TOKEN_PATTERN = r"""
       (?P<comment>--[^\n]*|/\*.*?(?:\*/|\Z))
     | (?P<dollar>\$(?P<tag>[A-Za-z_]\w*)?\$.*?(?:\$(?P=tag)?\$|\Z))
     | (?P<estring>[eE]'(?:[^'\\]|\\.|'')*(?:'|\Z))
@@ -74,19 +78,42 @@ _TOKEN = re.compile(
     | (?P<hex>(?<![\w$])0[xX][0-9a-fA-F]+\b|(?<![\w$])[xX]'[0-9a-fA-F]*')
     | (?P<number>(?<![\w$])[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?\b)
     | (?P<param>%\(\w+\)s|%s|(?<![:\w]):[A-Za-z_]\w*|\$\d+|\?\d*)
-    """,
-    re.VERBOSE | re.DOTALL,
-)
-_NAME_BEFORE = re.compile(r"(?:\b(?:FROM|INTO|UPDATE|TABLE|JOIN|EXISTS)|\.)$", re.IGNORECASE)
-_IN_LIST = re.compile(r"\(\s*\?(?:\s*,\s*\?)+\s*\)")
-_VALUES_LIST = re.compile(r"(VALUES\s*\(\?\))(?:\s*,\s*\(\?\))+", re.IGNORECASE)
-_SPACE = re.compile(r"\s+")
+    """
 _NAME_PART = r"(?:\"[^\"]+\"|`[^`]+`|\[[^\]]+\]|\w+)"
-_TABLE = re.compile(
-    rf"\b(?:FROM|INTO|UPDATE|TABLE|JOIN)\s+(?:IF\s+(?:NOT\s+)?EXISTS\s+)?"
-    rf"({_NAME_PART}(?:\.{_NAME_PART})*)",
-    re.IGNORECASE,
-)
+
+
+class _SqlPatterns:
+    """The statement-shape patterns, compiled at the first statement shaped.
+
+    Compiling them costs a few milliseconds, which a program that never runs SQL (or
+    only ever http) should not pay at start-up.
+    """
+
+    def __init__(self) -> None:
+        self.token = re.compile(_TOKEN_PATTERN, re.VERBOSE | re.DOTALL)
+        self.name_before = re.compile(r"(?:\b(?:FROM|INTO|UPDATE|TABLE|JOIN|EXISTS)|\.)$",
+                                      re.IGNORECASE)
+        self.in_list = re.compile(r"\(\s*\?(?:\s*,\s*\?)+\s*\)")
+        self.one = re.compile(r"\(\s*\?\s*\)")
+        self.values_list = re.compile(r"(VALUES\s*\(\?\))(?:\s*,\s*\(\?\))+", re.IGNORECASE)
+        self.space = re.compile(r"\s+")
+        self.table = re.compile(
+            rf"\b(?:FROM|INTO|UPDATE|TABLE|JOIN)\s+(?:IF\s+(?:NOT\s+)?EXISTS\s+)?"
+            rf"({_NAME_PART}(?:\.{_NAME_PART})*)",
+            re.IGNORECASE,
+        )
+        self.quotes = re.compile(r'["`\[\]]')
+
+
+_patterns: list[_SqlPatterns] = []
+
+
+def _sql() -> _SqlPatterns:
+    if not _patterns:
+        _patterns.append(_SqlPatterns())  # (two threads may both compile: harmless)
+    return _patterns[0]
+
+
 MAX_STATEMENT = 300
 """Longest statement shape stored, in characters."""
 
@@ -101,7 +128,7 @@ def _shape_token(match: re.Match[str]) -> str:
         after = match.string[match.end() : match.end() + 1]
         # a quoted name where a table or column name goes is kept; anything else may be a
         # string literal (MySQL's double quotes) and is hidden
-        if _NAME_BEFORE.search(before) or after == "." or len(text) <= 2:
+        if _sql().name_before.search(before) or after == "." or len(text) <= 2:
             return text
         return "?"
     return "?"
@@ -117,11 +144,12 @@ def sql_shape(sql: object) -> str:
     """
     raw = isinstance(sql, bytes | bytearray)
     text = bytes(sql).decode("utf-8", "replace") if raw else str(sql)  # type: ignore[arg-type]
-    text = _TOKEN.sub(_shape_token, text)
-    text = _SPACE.sub(" ", text).strip()
-    text = _IN_LIST.sub("(?)", text)
-    text = re.sub(r"\(\s*\?\s*\)", "(?)", text)
-    text = _VALUES_LIST.sub(r"\1", text)
+    patterns = _sql()
+    text = patterns.token.sub(_shape_token, text)
+    text = patterns.space.sub(" ", text).strip()
+    text = patterns.in_list.sub("(?)", text)
+    text = patterns.one.sub("(?)", text)
+    text = patterns.values_list.sub(r"\1", text)
     if len(text) > MAX_STATEMENT:
         text = text[: MAX_STATEMENT - 1] + "…"
     return text
@@ -135,118 +163,19 @@ def sql_operation(shape: str) -> str:
 
 def sql_table(shape: str) -> str:
     """The first table the statement names (without its quotes), or ``""``."""
-    match = _TABLE.search(shape)
+    patterns = _sql()
+    match = patterns.table.search(shape)
     if not match:
         return ""
-    return re.sub(r'["`\[\]]', "", match.group(1))[:64]
+    return patterns.quotes.sub("", match.group(1))[:64]
 
 
-class Failures:
-    """Count and log (once per place) holter's own failures inside instrumentation."""
+def series_call(instrument: Any, tags: dict[str, object]) -> Callable[..., None] | None:
+    """The recording function of ``instrument``'s series ``tags``, to call without tags.
 
-    def __init__(self) -> None:
-        self._seen: set[str] = set()
-        self.count_drop: Callable[[str, int, object], None] | None = None
-
-    def __call__(self, where: str, exc: BaseException) -> None:
-        """Record that instrumentation code at ``where`` failed with ``exc``."""
-        try:
-            if self.count_drop is not None:
-                self.count_drop("instrumentation_error", 1, f"{where}: {exc!r}")
-            if where not in self._seen:
-                self._seen.add(where)
-                logger.warning(
-                    "holter instrumentation of %s failed (%r); the program's call went on "
-                    "unchanged, and further failures there are only counted", where, exc,
-                )
-        except Exception:  # pragma: no cover - never let accounting fail the program
-            pass
-
-
-failed = Failures()
-"""The process-wide failure counter (the monitor wires its drop counter in)."""
-
-
-def original(obj: Any, name: str) -> Any:
-    """The unpatched attribute behind a holter patch (or the attribute itself)."""
-    value = getattr(obj, name)
-    return getattr(value, "__holter_original__", value)
-
-
-class _AfterImport:
-    """A ``sys.meta_path`` finder that runs hooks right after a module is first imported.
-
-    Instrumenting a library that the program never imports must cost nothing: importing
-    ``aiohttp`` or ``psycopg`` just to patch them costs ~0.1 s each at start-up.
+    It is the instrument's own hot-path function (a counter's +1, a histogram's
+    ``observe``), there once a tagged call created the series. None while there is
+    none, and for the overflow series, whose every recording the instrument counts:
+    keep calling the instrument with the tags then.
     """
-
-    def __init__(self) -> None:
-        self.hooks: dict[str, list[Callable[[Any], None]]] = {}
-
-    def find_spec(self, fullname: str, path: Any, target: Any = None) -> Any:
-        """Find the module with the other finders; run the hooks once it has loaded."""
-        if fullname not in self.hooks:
-            return None
-        for finder in sys.meta_path:
-            if finder is self or not hasattr(finder, "find_spec"):
-                continue
-            spec = finder.find_spec(fullname, path, target)
-            if spec is not None:
-                break
-        else:
-            return None
-        loader = spec.loader
-        if loader is None or not hasattr(loader, "exec_module"):
-            return spec
-        hooks = self.hooks.pop(fullname, [])
-        original_exec = loader.exec_module
-
-        def exec_module(module: Any) -> None:
-            original_exec(module)
-            for hook in hooks:
-                try:
-                    hook(module)
-                except Exception as exc:
-                    failed(f"import hook {fullname}", exc)
-
-        spec.loader = _HookedLoader(loader, exec_module)
-        return spec
-
-
-class _HookedLoader:
-    """A loader that runs the real loader, then holter's hooks (see :class:`_AfterImport`)."""
-
-    def __init__(self, loader: Any, exec_module: Callable[[Any], None]) -> None:
-        self._loader = loader
-        self.exec_module = exec_module
-
-    def create_module(self, spec: Any) -> Any:
-        """As the real loader."""
-        return self._loader.create_module(spec)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._loader, name)
-
-
-_after_import = _AfterImport()
-
-
-def when_imported(name: str, hook: Callable[[Any], None]) -> None:
-    """Run ``hook(module)`` now if ``name`` is imported, else right after its first import."""
-    module = sys.modules.get(name)
-    if module is not None:
-        hook(module)
-        return
-    if _after_import not in sys.meta_path:
-        sys.meta_path.insert(0, _after_import)
-    _after_import.hooks.setdefault(name, []).append(hook)
-
-
-def cancel_import_hooks(hooks: list[Callable[[Any], None]]) -> None:
-    """Forget hooks that have not run yet."""
-    for name in list(_after_import.hooks):
-        kept = [h for h in _after_import.hooks[name] if h not in hooks]
-        if kept:
-            _after_import.hooks[name] = kept
-        else:
-            del _after_import.hooks[name]
+    return instrument._fast.get(tuple(tags.items()))

@@ -18,9 +18,50 @@ import sqlite3
 import sys
 from typing import Any
 
-from holter.instrument._common import failed, sql_operation, sql_shape, sql_table
+from holter.core.tracing import Span
+from holter.instrument._common import (
+    failed,
+    series_call,
+    sql_operation,
+    sql_shape,
+    sql_table,
+)
 
 _recorder: _Recorder | None = None
+
+
+MAX_STATEMENTS = 4096
+"""Statement texts whose shape is remembered (per system); past that the memory starts over."""
+
+
+class _Statement:
+    """What one statement text tells, worked out once: its span tags and its series."""
+
+    __slots__ = ("metric_tags", "observe", "operation", "system", "tags")
+
+    def __init__(self, system: str, shape: str, many: bool) -> None:
+        operation = sql_operation(shape)
+        table = sql_table(shape)
+        tags: dict[str, object] = {"db.system": system, "db.operation": operation,
+                                   "db.statement": shape}
+        if table:
+            tags["db.table"] = table
+        if many:
+            tags["db.many"] = True
+        self.system = system
+        self.operation = operation
+        self.tags = tags
+        self.metric_tags = {"system": system, "operation": operation, "table": table}
+        self.observe: Any = None  # the series' observe, once the first call created it
+
+    def record(self, duration: Any, seconds: float) -> None:
+        """Observe ``seconds`` in the statement's series of ``duration``."""
+        observe = self.observe
+        if observe is not None:
+            observe(seconds)
+            return
+        duration.observe(seconds, **self.metric_tags)
+        self.observe = series_call(duration, self.metric_tags)
 
 
 class _Recorder:
@@ -28,53 +69,59 @@ class _Recorder:
 
     def __init__(self, monitor: Any) -> None:
         self.monitor = monitor
+        self.tracer = monitor.tracer
         self.duration = monitor.histogram("db.client.duration", unit="s",
                                           description="Database statements, by operation.")
         self.errors = monitor.counter("db.client.errors",
                                       description="Database statements that raised.")
-        self._shapes: dict[str, tuple[str, str, str]] = {}
+        self._statements: dict[tuple[str, bool], dict[object, _Statement]] = {}
+
+    def statement(self, system: str, sql: object, many: bool, cursor: Any) -> _Statement:
+        """The statement's shape and series, from the cache (or worked out once)."""
+        cache = self._statements.get((system, many))
+        if cache is None:
+            cache = self._statements[(system, many)] = {}
+        # texts by value; statement objects (psycopg's sql.Composed...) by their repr
+        key = sql if sql.__class__ is str or sql.__class__ is bytes else repr(sql)
+        known = cache.get(key)
+        if known is not None:
+            return known
+        text = sql
+        if not isinstance(sql, str | bytes) and hasattr(sql, "as_string"):
+            try:  # psycopg's sql.Composed and friends: their text, not their repr
+                text = sql.as_string(cursor)
+            except Exception:
+                text = str(sql)
+        known = _Statement(system, sql_shape(text), many)
+        if len(cache) >= MAX_STATEMENTS:  # bounded: a program inlining literals
+            cache.clear()
+        cache[key] = known
+        return known
 
     def start(self, system: str, sql: object, many: bool = False,
-              cursor: Any = None) -> tuple[Any, ...] | None:
+              cursor: Any = None) -> tuple[Any, _Statement] | None:
         try:
-            if not isinstance(sql, str | bytes) and hasattr(sql, "as_string"):
-                try:  # psycopg's sql.Composed and friends: their text, not their repr
-                    sql = sql.as_string(cursor)
-                except Exception:
-                    sql = str(sql)
-            key = sql if isinstance(sql, str) else repr(sql)
-            known = self._shapes.get(key)
-            if known is None:
-                shape = sql_shape(sql)
-                known = (shape, sql_operation(shape), sql_table(shape))
-                if len(self._shapes) < 4096:
-                    self._shapes[key] = known
-            shape, operation, table = known
-            tags = {"db.system": system, "db.operation": operation, "db.statement": shape}
-            if table:
-                tags["db.table"] = table
-            if many:
-                tags["db.many"] = True
-            return (self.monitor.span("db.query", **tags), system, operation, table)
+            statement = self.statement(system, sql, many, cursor)
+            return Span(self.tracer, "db.query", None, **statement.tags), statement
         except Exception as exc:
             failed("db.start", exc)
             return None
 
-    def finish(self, state: tuple[Any, ...] | None, rows: int | None,
+    def finish(self, state: tuple[Any, _Statement] | None, rows: int | None,
                error: BaseException | None) -> None:
         if state is None:
             return
-        span, system, operation, table = state
+        span, statement = state
         try:
             if rows is not None and rows >= 0:
                 span.set_tag("db.rows", rows)
             if error is not None:
                 span.set_error(error)
             span.end()
-            self.duration.observe(span.duration_ns / 1e9, system=system, operation=operation,
-                                  table=table)
+            statement.record(self.duration, span.duration_ns / 1e9)
             if error is not None:
-                self.errors.inc(system=system, operation=operation, error=type(error).__name__)
+                self.errors.inc(system=statement.system, operation=statement.operation,
+                                error=type(error).__name__)
         except Exception as exc:
             failed("db.finish", exc)
 
@@ -89,19 +136,47 @@ def _rows(cursor: Any) -> int | None:
 
 def _timed(system: str, method: Any, many: bool = False) -> Any:
     """Wrap a cursor's ``execute``-like method (``self, sql, ...``)."""
+    key = (system, many)
 
     @functools.wraps(method)
     def wrapper(self: Any, sql: Any, *args: Any, **kwargs: Any) -> Any:
         recorder = _recorder
         if recorder is None:
             return method(self, sql, *args, **kwargs)
-        state = recorder.start(system, sql, many, self)
+        # the common case inline (a statement text seen before): one cache lookup, one
+        # span, one bound series; anything else goes through start()/finish()
+        span = None
+        try:
+            statement = recorder._statements[key][sql]
+            span = Span(recorder.tracer, "db.query", None, **statement.tags)
+        except Exception:  # not seen yet, or not hashable: start() handles it
+            pass
+        if span is None:  # (never call the program's method inside an except block)
+            state = recorder.start(system, sql, many, self)
+            try:
+                result = method(self, sql, *args, **kwargs)
+            except BaseException as exc:
+                recorder.finish(state, None, exc)
+                raise
+            recorder.finish(state, _rows(self), None)
+            return result
         try:
             result = method(self, sql, *args, **kwargs)
         except BaseException as exc:
-            recorder.finish(state, None, exc)
+            recorder.finish((span, statement), None, exc)
             raise
-        recorder.finish(state, _rows(self), None)
+        try:
+            rows = self.rowcount
+            if rows.__class__ is int and rows >= 0:
+                span.tags["db.rows"] = rows  # set_tag, inline: the span is ours, open
+            span.end()
+            observe = statement.observe
+            if observe is not None:
+                observe(span.duration_ns / 1e9)
+            else:
+                statement.record(recorder.duration, span.duration_ns / 1e9)
+        except Exception as exc:
+            failed("db.finish", exc)
         return result
 
     return wrapper
@@ -136,6 +211,9 @@ class InstrumentedCursor(sqlite3.Cursor):
     executescript = _timed("sqlite", sqlite3.Cursor.executescript, many=True)  # type: ignore[assignment]
 
 
+_new_cursor = sqlite3.Connection.cursor
+
+
 class InstrumentedConnection(sqlite3.Connection):
     """An ``sqlite3.Connection`` whose cursors (and shortcut methods) are recorded."""
 
@@ -147,7 +225,9 @@ class InstrumentedConnection(sqlite3.Connection):
 
     def execute(self, sql: str, parameters: Any = (), /) -> Any:  # type: ignore[override]
         """As ``sqlite3.Connection.execute``, recorded."""
-        cursor = self.cursor()
+        # the C cursor() directly unless a program's own class may override cursor()
+        cursor = (_new_cursor(self, InstrumentedCursor) if type(self) is InstrumentedConnection
+                  else self.cursor())
         cursor.execute(sql, parameters)
         return cursor
 

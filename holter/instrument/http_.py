@@ -15,8 +15,26 @@ import http.client
 from typing import Any
 from urllib.parse import urlsplit
 
-from holter.core.tracing import format_traceparent
-from holter.instrument._common import failed, path_template
+from holter.core.tracing import Span, format_traceparent
+from holter.instrument._common import failed, path_template, series_call
+
+MAX_ROUTES = 4096
+"""(method, host, route) combinations whose tags and series are remembered; then it starts over."""
+
+
+class _Route:
+    """One (method, host, route): the span's name and tags, and its series, resolved once."""
+
+    __slots__ = ("by_status", "host", "method", "metric_tags", "name", "observe", "tags")
+
+    def __init__(self, method: str, host: str, route: str) -> None:
+        self.method = method
+        self.host = host
+        self.name = f"HTTP {method}"
+        self.tags = {"http.method": method, "http.host": host, "http.route": route}
+        self.metric_tags = {"method": method, "host": host, "route": route}
+        self.observe: Any = None  # the series' observe, once the first call created it
+        self.by_status: dict[object, Any] = {}  # status -> the requests series' +1
 
 
 class _Recorder:
@@ -24,37 +42,65 @@ class _Recorder:
 
     def __init__(self, monitor: Any) -> None:
         self.monitor = monitor
+        self.tracer = monitor.tracer
         self.duration = monitor.histogram("http.client.duration", unit="s",
                                           description="HTTP client requests, to response headers.")
         self.requests = monitor.counter("http.client.requests",
                                         description="HTTP client requests, by status.")
         self.errors = monitor.counter("http.client.errors",
                                       description="HTTP client requests that raised.")
+        self._routes: dict[tuple[str, str, str], _Route] = {}
 
-    def start(self, method: str, host: str, path: str) -> tuple[Any, str, str, str]:
+    def route(self, method: str, host: str, path: str) -> _Route:
+        """The route of a request (``method`` upper case, ``host[:port]``, the URL's path)."""
         route = path_template(path)
-        span = self.monitor.span(f"HTTP {method}", **{
-            "http.method": method, "http.host": host, "http.route": route,
-        })
-        return span, method, host, route
+        key = (method, host, route)
+        known = self._routes.get(key)
+        if known is None:
+            if len(self._routes) >= MAX_ROUTES:  # bounded, whatever the program calls
+                self._routes.clear()
+            known = self._routes[key] = _Route(method, host, route)
+        return known
 
-    def finish(self, state: tuple[Any, str, str, str], status: int | None,
+    def start_route(self, route: _Route) -> tuple[Any, _Route]:
+        """A request's span begins: the state to pass to :meth:`finish`."""
+        return Span(self.tracer, route.name, None, **route.tags), route
+
+    def start(self, method: str, host: str, path: str) -> tuple[Any, _Route]:
+        """A request's span begins: the state to pass to :meth:`finish`."""
+        route = self.route(method, host, path)
+        return Span(self.tracer, route.name, None, **route.tags), route
+
+    def finish(self, state: tuple[Any, _Route], status: int | None,
                error: BaseException | None = None) -> None:
-        span, method, host, route = state
+        span, route = state
         try:
             if status is not None:
-                span.set_tag("http.status", status)
+                span.tags["http.status"] = status  # set_tag, inline: the span is ours, open
                 if status >= 500:
                     span.set_error("HTTPError", f"status {status}")
             if error is not None:
                 span.set_error(error)
             span.end()
-            duration = span.duration_ns / 1e9
-            self.duration.observe(duration, method=method, host=host, route=route)
-            if error is None:
-                self.requests.inc(method=method, host=host, status=status)
+            seconds = span.duration_ns / 1e9
+            observe = route.observe
+            if observe is not None:
+                observe(seconds)
             else:
-                self.errors.inc(host=host, error=type(error).__name__)
+                self.duration.observe(seconds, **route.metric_tags)
+                route.observe = series_call(self.duration, route.metric_tags)
+            if error is None:
+                count = route.by_status.get(status)
+                if count is not None:
+                    count()
+                else:
+                    tags = {"method": route.method, "host": route.host, "status": status}
+                    self.requests.inc(**tags)
+                    count = series_call(self.requests, tags)
+                    if count is not None:
+                        route.by_status[status] = count
+            else:
+                self.errors.inc(host=route.host, error=type(error).__name__)
         except Exception as exc:
             failed("http.finish", exc)
 
@@ -76,17 +122,31 @@ def install(monitor: Any, patches: Any) -> None:
 
 def _install_http_client(recorder: _Recorder, patches: Any) -> None:
     conn_cls = http.client.HTTPConnection
+    plain_putheader = conn_cls.putheader
+    https_cls = getattr(http.client, "HTTPSConnection", ())
+    routes: dict[tuple[Any, ...], _Route] = {}  # (class, host, port, method, url) -> its route
+    start = recorder.start_route
+    finish = recorder.finish
+
+    def route_of(conn: Any, method: str, url: str) -> _Route:
+        key = (conn.__class__, conn.host, conn.port, method, url)
+        known = routes.get(key)
+        if known is None:
+            default = 443 if isinstance(conn, https_cls) else 80
+            path = urlsplit(url).path if "://" in url else url
+            known = recorder.route(str(method).upper(), _host(str(conn.host), conn.port, default),
+                                   path or "/")
+            if len(routes) >= MAX_ROUTES:  # bounded: urls with ids are many
+                routes.clear()
+            routes[key] = known
+        return known
 
     def make_putrequest(original: Any) -> Any:
         @functools.wraps(original)
         def putrequest(self: Any, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
             result = original(self, method, url, *args, **kwargs)
             try:
-                default = 443 if isinstance(self, http.client.HTTPSConnection) else 80
-                path = urlsplit(url).path if "://" in url else url
-                self._holter_http = recorder.start(
-                    str(method).upper(), _host(str(self.host), self.port, default), path or "/"
-                )
+                self._holter_http = start(route_of(self, method, url))
             except Exception as exc:
                 failed("http.client.putrequest", exc)
             return result
@@ -96,12 +156,18 @@ def _install_http_client(recorder: _Recorder, patches: Any) -> None:
     def make_endheaders(original: Any) -> Any:
         @functools.wraps(original)
         def endheaders(self: Any, *args: Any, **kwargs: Any) -> Any:
-            state = getattr(self, "_holter_http", None)
+            state = self.__dict__.get("_holter_http")
             if state is not None:
                 try:
-                    # the program's own traceparent wins: two would make both invalid
-                    if not any(line[:12].lower() == b"traceparent:" for line in self._buffer):
-                        self.putheader("traceparent", format_traceparent(state[0]))
+                    # the program's own traceparent wins: two would make both invalid (a
+                    # header line starts after CRLF; a value cannot hold CRLF + a letter)
+                    if b"\r\ntraceparent:" not in b"\r\n".join(self._buffer).lower():
+                        value = format_traceparent(state[0])
+                        if type(self).putheader is plain_putheader:
+                            # what putheader does, without validating a value we made
+                            self._output(b"traceparent: " + value.encode("ascii"))
+                        else:  # a subclass's own putheader sees the header
+                            self.putheader("traceparent", value)
                 except Exception as exc:
                     failed("http.client.endheaders", exc)
             try:
@@ -120,7 +186,9 @@ def _install_http_client(recorder: _Recorder, patches: Any) -> None:
             except BaseException as exc:
                 _end(self, None, exc)
                 raise
-            _end(self, getattr(response, "status", None), None)
+            state = self.__dict__.pop("_holter_http", None)
+            if state is not None:
+                finish(state, getattr(response, "status", None))
             return response
 
         return getresponse
@@ -128,7 +196,7 @@ def _install_http_client(recorder: _Recorder, patches: Any) -> None:
     def _end(conn: Any, status: int | None, error: BaseException | None) -> None:
         state = conn.__dict__.pop("_holter_http", None)
         if state is not None:
-            recorder.finish(state, status, error)
+            finish(state, status, error)
 
     patches.replace(conn_cls, "putrequest", make_putrequest)
     patches.replace(conn_cls, "endheaders", make_endheaders)

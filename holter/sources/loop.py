@@ -26,7 +26,7 @@ import traceback
 import weakref
 from typing import TYPE_CHECKING, Any
 
-from holter.instrument._common import when_imported
+from holter.instrument._hooks import when_imported
 
 if TYPE_CHECKING:
     import asyncio

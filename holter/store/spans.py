@@ -15,13 +15,15 @@ from __future__ import annotations
 import heapq
 import io
 import json
+import operator
 import pickle
 import sqlite3
 import zlib
 from collections.abc import Sequence
+from itertools import chain, compress
 from typing import Any
 
-from holter.core.tracing import MAX_TAG_LEN, clean_tag
+from holter.core.tracing import MAX_TAG_LEN, STATUS_ERROR, STATUS_OK, clean_tag
 
 CHUNK_SPANS = 4096
 SLOW_PER_CHUNK = 50
@@ -35,6 +37,8 @@ REMOTE_ROOT = 1
 """``is_root`` of a span whose parent is in another process (the local root)."""
 
 _PLAIN = frozenset((str, int, bool))
+_TWO_63 = 1 << 63
+_TWO_64 = 1 << 64
 # ensure_ascii: text with lone surrogates (undecodable file names) must still encode
 _encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True, default=repr).encode
 
@@ -157,61 +161,119 @@ def write_spans(conn: sqlite3.Connection, run_id: int, records: Sequence[tuple[A
     """Store span records: chunks, and one ``trace_parts`` row per trace and chunk."""
     for i in range(0, len(records), CHUNK_SPANS):
         chunk = records[i : i + CHUNK_SPANS]
-        starts = [r[4] for r in chunk]
+        starts = list(map(_START, chunk))
         cur = conn.execute(
             "INSERT INTO span_chunks(run_id, min_start_ns, max_start_ns, spans, data) "
             "VALUES (?, ?, ?, ?, ?)",
             (run_id, min(starts), max(starts), len(chunk), encode_chunk(chunk)),
         )
-        chunk_id = cur.lastrowid
-        # per trace: [first start, last end, spans, errors, unfinished, root id, root name,
-        # root kind, root duration]
-        parts: dict[int, list[Any]] = {}
-        get = parts.get
-        for record in chunk:
-            trace = record[0]
-            start = record[4]
-            end = start + record[5]
-            part = get(trace)
-            if part is None:
-                part = parts[trace] = [start, end, 1, 0, 0, None, None, 0, 0]
-            else:
-                if start < part[0]:  # noqa: PLR1730 - min() costs a call per span
-                    part[0] = start
-                if end > part[1]:  # noqa: PLR1730
-                    part[1] = end
-                part[2] += 1
-            status = record[6]
-            if status != "ok":
-                part[3 if status == "error" else 4] += 1
-            if record[2] is None:
-                kind = ROOT
-            elif record[11]:
-                kind = REMOTE_ROOT
-            else:
-                continue
-            if kind > part[7] or (kind == part[7] and record[5] > part[8]):
-                part[5] = record[1]
-                part[6] = record[3]
-                part[7] = kind
-                part[8] = record[5]
-        rows = [
-            (trace_key(trace), "%032x" % trace, chunk_id, run_id, p[0], p[1], p[2],  # noqa: UP031
-             p[3], p[4], None if p[5] is None else "%016x" % p[5], safe_text(p[6]),  # noqa: UP031
-             p[7], p[8] if p[7] else None)
-            for trace, p in parts.items()
-        ]
-        conn.executemany(
+        rows = _trace_rows(chunk, cur.lastrowid, run_id)
+        insert_rows(
+            conn,
             "INSERT INTO trace_parts(trace_key, trace_id, chunk_id, run_id, start_ns, end_ns, "
-            "spans, errors, unfinished, root_span_id, root_name, root_kind, root_duration_ns) "
-            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            "spans, errors, unfinished, root_span_id, root_name, root_kind, root_duration_ns)",
             rows,
         )
-        roots = [r for r in rows if r[11]]
+        roots = list(compress(rows, map(_ROOT_KIND, rows)))
         if roots:
-            slowest = heapq.nlargest(SLOW_PER_CHUNK, roots, key=lambda r: r[12])
-            conn.executemany(
-                "INSERT INTO slow_traces(trace_key, trace_id, start_ns, root_duration_ns, "
-                "run_id) VALUES (?,?,?,?,?)",
+            slowest = heapq.nlargest(SLOW_PER_CHUNK, roots, key=_ROOT_DURATION)
+            insert_rows(
+                conn,
+                "INSERT INTO slow_traces(trace_key, trace_id, start_ns, root_duration_ns, run_id)",
                 [(r[0], r[1], r[4], r[12], run_id) for r in slowest],
             )
+
+
+ROWS_PER_INSERT = 256
+"""Rows bound into one multi-row ``INSERT`` at most (fewer if SQLite allows fewer variables)."""
+_insert_sql: dict[tuple[str, int, int], str] = {}
+
+
+def insert_rows(conn: sqlite3.Connection, head: str, rows: Sequence[Sequence[Any]]) -> None:
+    """``INSERT`` rows of equal width in a few multi-row statements rather than one per row.
+
+    Every call into SQLite releases the GIL and takes it back; with one step per row
+    (``executemany``) a busy program thread makes the collector wait at each row. Here
+    rows go in blocks of :data:`ROWS_PER_INSERT`, and the rest in blocks of decreasing
+    powers of two, so at most a handful of statement texts are ever prepared (sqlite3
+    caches them).
+    """
+    n = len(rows)
+    if not n:
+        return
+    width = len(rows[0])
+    try:
+        most = conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // width
+    except (AttributeError, sqlite3.Error):  # pragma: no cover - not a plain connection
+        most = 999 // width
+    block = 1
+    while block * 2 <= min(ROWS_PER_INSERT, most):
+        block *= 2
+    i = 0
+    while i < n:
+        while block > n - i:
+            block //= 2
+        sql = _insert_sql.get((head, width, block))
+        if sql is None:
+            values = "(" + ",".join("?" * width) + ")"
+            sql = _insert_sql[head, width, block] = f"{head} VALUES {','.join([values] * block)}"
+        conn.execute(sql, list(chain.from_iterable(rows[i : i + block])))
+        i += block
+
+
+_START = operator.itemgetter(4)
+_ROOT_KIND = operator.itemgetter(11)
+_ROOT_DURATION = operator.itemgetter(12)
+
+
+def _trace_rows(
+    chunk: Sequence[tuple[Any, ...]], chunk_id: int | None, run_id: int
+) -> list[tuple[Any, ...]]:
+    """One ``trace_parts`` row per trace of a chunk, in the order traces first appear.
+
+    Per trace: first start, last end, spans, errors, other non-ok spans (unfinished), and
+    its local root: a span without parent (kind 2) before one continuing a remote parent
+    (kind 1); among equals the longest, the first of equally long ones.
+    """
+    # per trace: [first start, last end, spans, errors, unfinished, root id, root name,
+    # root kind, root duration]
+    parts: dict[int, list[Any]] = {}
+    get = parts.get
+    for trace, span_id, parent, name, start, duration, status, _, _, _, _, remote in chunk:
+        end = start + duration
+        part = get(trace)
+        if part is None:
+            part = parts[trace] = [start, end, 1, 0, 0, None, None, 0, 0]
+        else:
+            if start < part[0]:  # noqa: PLR1730 - min() costs a call per span
+                part[0] = start
+            if end > part[1]:  # noqa: PLR1730
+                part[1] = end
+            part[2] += 1
+        if status != STATUS_OK:
+            part[3 if status == STATUS_ERROR else 4] += 1
+        if parent is None:
+            kind = ROOT
+        elif remote:
+            kind = REMOTE_ROOT
+        else:
+            continue
+        if kind > part[7] or (kind == part[7] and duration > part[8]):
+            part[5] = span_id
+            part[6] = name
+            part[7] = kind
+            part[8] = duration
+    rows = []
+    append = rows.append
+    for trace, (start, end, spans, errors, unfinished, root, name, kind, duration) in (
+        parts.items()
+    ):
+        hi = trace >> 64
+        append((
+            hi - _TWO_64 if hi >= _TWO_63 else hi, "%032x" % trace, chunk_id, run_id,  # noqa: UP031
+            start, end, spans, errors, unfinished,
+            None if root is None else "%016x" % root,  # noqa: UP031
+            name if name is None or name.isascii() else safe_text(name), kind,
+            duration if kind else None,
+        ))
+    return rows

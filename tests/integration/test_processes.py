@@ -248,6 +248,28 @@ def test_fork_during_a_write_transaction_leaves_the_child_able_to_write(tmp_path
     assert totals(db, "after.items", {"who": "child"}, run=child.id)[0] == 7
 
 
+def test_fork_while_another_thread_creates_the_run_does_not_deadlock(tmp_path: Path) -> None:
+    """The fork handler takes the monitor's run lock before the store's, as run creation does."""
+    db = str(tmp_path / "fork-run-start.db")
+    proc = run_python([script("fork_while_run_starts.py"), db], timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    word, child_pid, child_status = proc.stdout.split()
+    assert word == "child"
+    assert child_status == "0", "the child could not finish within 10 s (killed)"
+    assert integrity(db) == "ok"
+    store = Store.open(db, create=False)
+    try:
+        runs = {r.pid: r for r in q.runs(store)}
+    finally:
+        store.close()
+    assert len(runs) == 2, runs
+    child = runs[int(child_pid)]
+    parent = next(r for pid, r in runs.items() if pid != int(child_pid))
+    assert child.parent_id == parent.id
+    assert totals(db, "child.items", run=child.id)[0] == 5
+    assert totals(db, "parent.items", run=parent.id)[0] == 2
+
+
 def test_store_file_stays_readable_by_plain_sqlite(tmp_path: Path) -> None:
     """A run written by a subprocess can be read back with nothing but sqlite3."""
     db = str(tmp_path / "plain.db")
