@@ -752,7 +752,7 @@ class Monitor:
                 span_retention_s=self.config.span_retention_s,
             )
             if not self._stopped:  # never at exit: `holter report` catches up instead
-                # long windows (reports) read these merges; a bounded step (about 30 µs a
+                # long windows (reports) read these merges; a bounded step (30 to 70 µs a
                 # point), so a backlog is caught up over several maintenances
                 q.refresh_summaries(store, max_rows=_SUMMARY_ROWS_PER_MAINTAIN)
 
