@@ -451,8 +451,14 @@ def _fold_python(stats: HistogramStats, chunk: array) -> int:
         return bad
     finite.sort()
     mean = total / n
-    deviations = list(map(mean.__rsub__, finite))  # v - mean
-    m2 = sum(map(operator.mul, deviations, deviations))
+    # m2 from the sum of squares, one pass without a list of deviations (about 40 ns a
+    # value less). It loses digits to cancellation when the spread is tiny against the
+    # mean (timestamps, say): then, or on overflow, the exact two-pass sum decides.
+    sq = sum(map(operator.mul, finite, finite))
+    m2 = sq - total * mean
+    if not m2 >= sq * _ONE_PASS_MIN_RATIO or sq == _INF:
+        deviations = list(map(mean.__rsub__, finite))  # v - mean
+        m2 = sum(map(operator.mul, deviations, deviations))
     stats.add_batch(n, total, finite[0], finite[-1], m2)
     sketch = stats.sketch
     first_pos = bisect.bisect_right(finite, 0.0)
@@ -468,6 +474,11 @@ def _fold_python(stats: HistogramStats, chunk: array) -> int:
             collapse(store)
     return bad
 
+
+_ONE_PASS_MIN_RATIO = 1e-3
+"""The sum-of-squares m2 is used when m2 >= this share of the sum of squares: summation
+error is at most n * 2**-53 of the sum of squares, so m2 keeps better than 1e-8 relative
+accuracy for batches up to the buffer's 8192 values."""
 
 _BELOW = 1.0 - 1e-9
 _ABOVE = 1.0 + 1e-9

@@ -7,6 +7,7 @@ The cells are built directly with an ``on_bad`` hook that records what it is giv
 from __future__ import annotations
 
 import math
+import random
 import statistics
 import sys
 import threading
@@ -644,3 +645,25 @@ def test_folds_across_many_chunks_match_one_shot_statistics() -> None:
     for v in whole:
         one_shot.add(v)
     assert stats.sketch == one_shot
+
+
+@pytest.mark.parametrize(
+    ("offset", "spread"),
+    [(0.0, 1.0), (0.02, 0.03), (20.0, 1.0), (1e6, 1.0), (-5e8, 3.0), (1.7e9, 0.001),
+     (1e12, 1.0)],
+)
+def test_fold_python_one_pass_variance_loses_nothing(
+    offset: float, spread: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The one-pass m2 is used where it is as good as the two-pass sum, and only there."""
+    rng = random.Random(offset)
+    values = [offset + rng.gauss(0.0, spread) for _ in range(8192)]
+    fast = HistogramStats()
+    assert _cells._fold_python(fast, array("d", values)) == 0
+    monkeypatch.setattr(_cells, "_ONE_PASS_MIN_RATIO", math.inf)  # always two-pass
+    two_pass = HistogramStats()
+    _cells._fold_python(two_pass, array("d", values))
+    assert fast.m2 == pytest.approx(two_pass.m2, rel=1e-9)
+    if abs(offset) <= 1e6:  # well conditioned: both exact to 1e-9
+        exact = statistics.pvariance([Fraction(v) for v in values])
+        assert fast.m2 / fast.count == pytest.approx(float(exact), rel=1e-9)
