@@ -7,8 +7,9 @@ The current span lives in a :class:`contextvars.ContextVar`, so it follows
 span (``threading.Thread`` and ``concurrent.futures`` pools), which the standard
 library does not do (:func:`install_thread_propagation`).
 
-Finishing a span appends one tuple to the tracer's buffer: no I/O, no formatting
-(ids stay integers until the collector writes them). A full buffer drops the span
+Finishing a span appends one tuple, its record, to the tracer's buffer (a rare span,
+e.g. sampled out or failed, goes in itself): no I/O, no formatting (ids stay integers
+until the collector writes them). A full buffer drops the span
 and counts it in ``holter.dropped{reason="span_buffer_full"}``; it never blocks.
 When the buffer passes half full the collector is woken to drain it early.
 
@@ -20,13 +21,14 @@ Every span, sampled or not, feeds the histogram ``span.duration{name=...}``.
 
 from __future__ import annotations
 
+import array
 import contextvars
 import functools
 import os
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from holter.core._cells import NUMPY_MIN_BATCH, want_numpy
@@ -60,8 +62,41 @@ _current: contextvars.ContextVar[Span | SpanContext | None] = contextvars.Contex
 _rng = random.Random()
 _getrandbits = _rng.getrandbits
 _random = _rng.random
+_ID_BLOCK = 8192
+"""Bytes of OS randomness drawn at a time for span ids (1024 ids of 64 bits)."""
+
+
+def _id_block() -> Iterator[int]:
+    """Random 64-bit span ids, read from one draw of OS randomness.
+
+    Taking the next one costs a third of ``getrandbits(64)``, which builds its int byte by
+    byte. The iterator is only advanced under the GIL, so threads never share an id.
+    """
+    try:
+        raw = os.urandom(_ID_BLOCK)
+    except (OSError, NotImplementedError):  # pragma: no cover - no OS randomness
+        raw = _rng.randbytes(_ID_BLOCK)
+    return iter(array.array("Q", raw))  # "Q" is 8 bytes on every platform Python runs on
+
+
+_ids = _id_block()
+
+
+def _new_id_block() -> int:
+    """The id block ran out (or yielded a zero): start another, return an id."""
+    global _ids
+    _ids = _id_block()  # threads racing here each make a block: harmless
+    return _getrandbits(64) or 1
+
+
+def _after_fork_in_child() -> None:
+    global _ids
+    _rng.seed()
+    _ids = _id_block()  # the parent goes on using its block: never reuse its ids
+
+
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_rng.seed)
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 _time_ns = time.time_ns
 _perf_ns = time.perf_counter_ns
 
@@ -153,6 +188,7 @@ def _is_failure(exc: BaseException) -> bool:
 
 _OPEN = object()
 """``Span._prev`` while the span's ``with`` block has not exited."""
+_MISSING = contextvars.Token.MISSING
 
 
 def _first_open(span: Span | SpanContext | None) -> Span | SpanContext | None:
@@ -224,14 +260,15 @@ class Span:
             self.parent_id = parent.span_id
             self.sampled = sampled = parent.sampled
             self._rare = not sampled
-            if parent.__class__ is not Span or parent._rare:  # type: ignore[union-attr]
+            if type(parent) is not Span or parent._rare:  # type: ignore[union-attr]
                 if parent.tracestate is not None:
                     self.tracestate = parent.tracestate
                     self._rare = True
-                if parent.__class__ is SpanContext and parent.remote:  # type: ignore[union-attr]
+                if type(parent) is SpanContext and parent.remote:  # type: ignore[union-attr]
                     self.remote_parent = True
                     self._rare = True
-        span_id = self.span_id = _getrandbits(64) or 1
+        # ids come from a block of OS randomness; 0 is not a valid id (W3C): draw again
+        span_id = self.span_id = next(_ids, 0) or _new_id_block()
         if len(tags) > MAX_TAGS:
             tags = _trim(tags)
         self.tags = tags
@@ -315,12 +352,16 @@ class Span:
         """Finish the span (only the first call counts)."""
         if self.duration_ns is not None:
             return
-        self.duration_ns = _perf_ns() - self._t0
+        t0 = self._t0
+        duration = self.duration_ns = _perf_ns() - t0
         tracer = self._tracer
         tracer._open.pop(self.span_id, None)
         buffer = tracer._buffer
         if len(buffer) < tracer.buffer_size:
-            buffer.append(self)
+            buffer.append(self if self._rare else (  # the record, as in __exit__
+                self.trace_id, self.span_id, self.parent_id, self.name, tracer._offset + t0,
+                duration, STATUS_OK, None, None, self.tags or None, None, False,
+            ))
             if len(buffer) == tracer.wake_at:
                 tracer.wake()
         else:
@@ -334,12 +375,26 @@ class Span:
         if exc is not None and self.status != STATUS_ERROR and _is_failure(exc):
             self.set_error(exc)
         if self.duration_ns is None:  # end(), inlined: this runs for every span
-            self.duration_ns = _perf_ns() - self._t0
+            t0 = self._t0
+            duration = self.duration_ns = _perf_ns() - t0
             tracer = self._tracer
-            tracer._open.pop(self.span_id, None)
+            # `del` is one opcode where .pop(key, None) is a method call, and a `try`
+            # costs nothing until it catches (contextlib.suppress would cost a lot)
+            try:  # noqa: SIM105
+                del tracer._open[self.span_id]
+            except KeyError:  # started before a fork: the child's _open was cleared
+                pass
             buffer = tracer._buffer
             if len(buffer) < tracer.buffer_size:
-                buffer.append(self)
+                # The common span goes in as its finished record, so the Span object is
+                # freed when its `with` ends instead of being walked by the cyclic GC
+                # while it waits. No tags: None, not {}: the GC untracks a tuple of
+                # plain values on its first pass, never one holding a dict.
+                buffer.append(self if self._rare else (
+                    self.trace_id, self.span_id, self.parent_id, self.name,
+                    tracer._offset + t0, duration, STATUS_OK, None, None, self.tags or None,
+                    None, False,
+                ))
                 if len(buffer) == tracer.wake_at:
                     tracer.wake()
             else:
@@ -349,18 +404,20 @@ class Span:
             return
         self._token = None
         previous = token.old_value
-        self._prev = None if previous is token.MISSING else previous
+        if previous is _MISSING:  # a module global: token.MISSING is a slow attribute
+            previous = None
+        self._prev = previous
         if _current.get() is not self:
             # Exited out of order (a parent before its child), or in another task: leave
             # the current span alone; the child's own exit will skip ended spans.
             return
-        if previous is token.MISSING or previous is None or previous.__class__ is not Span or (
-            previous._prev is _OPEN  # type: ignore[union-attr] # the enclosing `with` is open
-        ):
+        # type() is a specialised call; .__class__ is a generic attribute lookup
+        if type(previous) is not Span or previous._prev is _OPEN:  # type: ignore[union-attr]
+            # nothing enclosing, a remote context, or an enclosing `with` still open
             try:
                 _current.reset(token)
             except ValueError:  # entered in another context: set it back by value instead
-                _current.set(None if previous is token.MISSING else previous)
+                _current.set(previous)
             return
         _current.set(_first_open(previous))  # type: ignore[arg-type]
 
@@ -388,9 +445,10 @@ MAX_HELD_SPANS = 1024
 class Tracer:
     """Creates spans and buffers finished ones; the collector samples and records them.
 
-    The hot path (a span ending) only appends the span to a list. In the collector,
-    :meth:`drain` feeds every duration into ``span.duration{name=...}``, applies the
-    tail rule to sampled-out traces, and turns kept spans into records.
+    The hot path (a span ending) only appends the span's record to a list (a span the
+    collector must decide on, e.g. sampled out or failed, goes in itself). In the
+    collector, :meth:`drain` feeds every duration into ``span.duration{name=...}``,
+    applies the tail rule to sampled-out traces, and turns the held spans into records.
     """
 
     def __init__(
@@ -415,7 +473,8 @@ class Tracer:
         self.buffer_size = buffer_size
         self.wake_at = max(buffer_size // 2, 1)
         self.wake: Callable[[], None] = wake or _nothing
-        self._buffer: list[Span] = []
+        # finished spans: their records, or (rare spans) the Span objects themselves
+        self._buffer: list[SpanRecord | Span] = []
         self._open: dict[int, Span] = {}
         self._held: dict[int, list[Span]] = {}
         self._held_error: set[int] = set()
@@ -432,8 +491,9 @@ class Tracer:
         second (as AWS X-Ray does), the other 96 bits random, so the store's trace id
         index grows at its end instead of at random places.
         """
-        self._anchor_perf = _perf_ns()
+        self._anchor_perf = perf = _perf_ns()
         self._anchor_wall = wall = _time_ns()
+        self._offset = wall - perf  # wall clock = perf_counter_ns() + _offset
         self.trace_prefix = ((wall // 1_000_000_000) & 0xFFFFFFFF) << 96
 
     def wall_ns(self, perf_ns: int) -> int:
@@ -480,34 +540,33 @@ class Tracer:
         del buffer[:n]
         if n >= NUMPY_MIN_BATCH:
             want_numpy()  # busy tracing: fold span.duration with numpy when installed
-        durations: dict[str, list[int]] = {}
-        for s in taken:
+        # the buffer holds finished records (tuples) and, for the rare spans (sampled
+        # out, errors, events, remote parents), the Span objects themselves
+        durations: dict[str, list[float]] = {}
+        rare = False
+        for r in taken:
             try:
-                durations[s.name].append(s.duration_ns)  # type: ignore[arg-type]
+                durations[r[3]].append(r[5] / 1e9)  # type: ignore[index]
             except KeyError:
-                durations[s.name] = [s.duration_ns]  # type: ignore[list-item]
+                durations[r[3]] = [r[5] / 1e9]  # type: ignore[index]
+            except TypeError:  # a Span is not subscriptable (try costs nothing until then)
+                rare = True
+                durations.setdefault(r.name, []).append(r.duration_ns / 1e9)  # type: ignore[union-attr,operator]
         for name, values in durations.items():
-            self._duration_cell(name).observe_many([v / 1e9 for v in values])
+            self._duration_cell(name).observe_many(values)
         # records keep the order spans ended in (never sort them): a trace's spans stay
         # together, so the store writes one trace_parts row per trace and chunk
-        offset = self._anchor_wall - self._anchor_perf
-        out: list[SpanRecord] = [
-            (s.trace_id, s.span_id, s.parent_id, s.name, offset + s._t0, s.duration_ns,
-             STATUS_OK, None, None, s.tags, None, False)
-            for s in taken if not s._rare
-        ]
-        if len(out) < n:
+        out: list[SpanRecord] = taken  # type: ignore[assignment] # all records: as they are
+        if rare:
             out = []
             append = out.append
-            for span in taken:
-                if not span._rare:
-                    append((span.trace_id, span.span_id, span.parent_id, span.name,
-                            offset + span._t0, span.duration_ns, STATUS_OK, None, None,
-                            span.tags, None, False))
-                elif span.sampled:
-                    append(self.record(span))
+            for r in taken:
+                if type(r) is tuple:
+                    append(r)
+                elif r.sampled:  # type: ignore[union-attr]
+                    append(self.record(r))  # type: ignore[arg-type]
                 else:
-                    self._hold(span, out)
+                    self._hold(r, out)  # type: ignore[arg-type]
         self.anchor()
         return out
 
